@@ -1,0 +1,259 @@
+"""`AutoSpec`: wrap a HuggingFace target (and a drafter) behind a `generate()` like the target's own.
+
+Contract:
+- `generate(input_ids, attention_mask=None, max_new_tokens=..., ...)` returns what
+  `target.generate` returns for the same arguments: a LongTensor [batch, prompt + new tokens],
+  the prompt as given (left padding honoured), each row padded with `pad_token_id` after its EOS.
+  Greedy output is token-identical to the target's greedy decoding; sampling follows the target's
+  distribution. More rows than `max_batch_size` are run by continuous batching (rows join as
+  others finish), not refused.
+- `serve(requests)` runs a continuous-batching workload (requests with their own budgets and
+  arrival times) and returns a `ServeResult`; if a step fails midway it still returns every
+  finished request and names the unfinished ones.
+- `draft` is a HF causal LM with the target's vocabulary, "ngram" (prompt lookup) or None (no
+  speculation). A draft on another device is moved to the target's device; its dtype is kept.
+- Every step's `StepRecord` lands in `records` (and in any extra sinks, e.g. a `RunWriter`); the
+  controller persists across calls and keeps learning.
+- Bad input raises ValueError before any compute: mismatched vocabularies or tokenizers, empty
+  prompts, prompts that do not fit the model's context, max_new_tokens < 1, an invalid spec_len.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from loguru import logger
+from tqdm.auto import tqdm
+
+from autospec.backends.drafters import ModelDrafter, NgramDrafter
+from autospec.backends.hf import GenerationRequest, HFBackend, RequestResult
+from autospec.backends.sampling import SamplingConfig
+from autospec.controllers import build_controller
+from autospec.cost_model import CostModel
+from autospec.loop import run_step
+from autospec.runs import MemorySink
+from autospec.summary import summarize
+from autospec.types import StepRecord
+
+
+@dataclass
+class ServeResult:
+    results: list[RequestResult]
+    unfinished: list[int | str]
+    records: list[StepRecord]
+    wall_time_s: float
+    prefill_time_s: float
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return sum(len(r.output_ids) for r in self.results)
+
+    @property
+    def throughput_tps(self) -> float:
+        return self.num_output_tokens / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+
+class AutoSpec:
+    def __init__(self, target: torch.nn.Module, draft: torch.nn.Module | str | None = "ngram",
+                 controller: Any = "auto", *, cost_model: CostModel | str | None = None, max_spec_len: int = 8,
+                 max_batch_size: int = 16, seed: int = 0, tokenizer: Any = None, draft_tokenizer: Any = None,
+                 ngram_max_n: int = 3, sinks: Sequence[Any] = (), **controller_options: Any):
+        if not isinstance(max_spec_len, int) or not 0 <= max_spec_len <= 64:
+            raise ValueError(f"max_spec_len must be an integer in 0..64, got {max_spec_len!r}")
+        if not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
+        self.target = target.eval()
+        self.device = next(target.parameters()).device
+        self.draft = self._check_draft(draft, tokenizer, draft_tokenizer)
+        self.max_spec_len = max_spec_len if self.draft is not None else 0
+        self.max_batch_size, self.seed, self.ngram_max_n = max_batch_size, seed, ngram_max_n
+        if isinstance(cost_model, str):
+            cost_model = CostModel.from_profile(cost_model)
+        self.cost_model = cost_model
+        self.controller = controller if not isinstance(controller, str) else build_controller(
+            controller, max_spec_len=self.max_spec_len, cost_model=cost_model, seed=seed, **controller_options)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)  # one stream across calls
+        self.memory = MemorySink()
+        self.sinks = [self.memory, *sinks]
+        self.last_serve: ServeResult | None = None
+
+    # --- checks -----------------------------------------------------------------------------
+    def _check_draft(self, draft: Any, tokenizer: Any, draft_tokenizer: Any) -> torch.nn.Module | str | None:
+        if draft is None or draft == "ngram":
+            return draft
+        if isinstance(draft, str):
+            raise ValueError(f"draft must be a model, 'ngram' or None, got {draft!r}")
+        target_vocab, draft_vocab = self.target.config.vocab_size, draft.config.vocab_size
+        if target_vocab != draft_vocab:
+            raise ValueError(f"target and draft vocabularies differ: target vocab_size={target_vocab}, "
+                             f"draft vocab_size={draft_vocab}; the draft must share the target's tokenizer")
+        if tokenizer is not None and draft_tokenizer is not None and tokenizer.get_vocab() != draft_tokenizer.get_vocab():
+            raise ValueError(f"target and draft tokenizers differ ({len(tokenizer)} vs {len(draft_tokenizer)} tokens, "
+                             "or the same size with other ids); speculative decoding needs one tokenizer")
+        draft_device = next(draft.parameters()).device
+        if draft_device != self.device:
+            logger.info(f"moving the draft from {draft_device} to the target's device {self.device}")
+            draft = draft.to(self.device)
+        return draft.eval()
+
+    # --- the HF-like API --------------------------------------------------------------------
+    @property
+    def records(self) -> list[StepRecord]:
+        return self.memory.records
+
+    def summary(self) -> dict[str, Any]:
+        return summarize(self.records)
+
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 max_new_tokens: int | None = None, eos_token_id: int | list[int] | None = None,
+                 pad_token_id: int | None = None, do_sample: bool | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, generation_config: Any = None,
+                 **unused: Any) -> torch.Tensor:
+        """Like `target.generate(...)`, speculatively; see the module docstring."""
+        args = resolve_generation_args(self.target, generation_config, max_new_tokens=max_new_tokens,
+                                       eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=do_sample,
+                                       temperature=temperature, top_k=top_k, top_p=top_p)
+        prompts = split_prompts(input_ids, attention_mask)
+        self._check_lengths(prompts, args["max_new_tokens"])
+        requests = [GenerationRequest(p, args["max_new_tokens"], i) for i, p in enumerate(prompts)]
+        backend = self._backend(args, requests)
+        self._run(backend, requests, progress=False)
+        outputs = [backend.results[i].output_ids for i in range(len(prompts))]
+        return assemble_output(input_ids, outputs, args["pad_token_id"])
+
+    def as_custom_generate(self):
+        """A callable for `target.generate(..., custom_generate=spec.as_custom_generate())`."""
+        def custom_generate(model, input_ids, logits_processor=None, stopping_criteria=None, generation_config=None,
+                            **model_kwargs):
+            if model is not self.target:
+                raise ValueError("this custom_generate belongs to another target model")
+            return self.generate(input_ids, attention_mask=model_kwargs.get("attention_mask"),
+                                 generation_config=generation_config)
+        return custom_generate
+
+    def serve(self, requests: Sequence[GenerationRequest | dict | Sequence[int]], *, max_new_tokens: int = 64,
+              eos_token_id: int | list[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
+              top_k: int | None = None, top_p: float | None = None, progress: bool = True) -> ServeResult:
+        """Continuous batching over `requests` (arrival_s offsets honoured on the wall clock)."""
+        reqs = [as_request(r, i, max_new_tokens) for i, r in enumerate(requests)]
+        self._check_lengths([r.prompt_ids for r in reqs], max(r.max_new_tokens for r in reqs))
+        args = resolve_generation_args(self.target, None, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                                       pad_token_id=None, do_sample=do_sample, temperature=temperature,
+                                       top_k=top_k, top_p=top_p)
+        backend = self._backend(args, reqs)
+        t0 = time.perf_counter()
+        records, error = self._run(backend, reqs, progress=progress, catch=True)
+        done = [backend.results[r.request_id] for r in reqs if r.request_id in backend.results]
+        result = ServeResult(done, backend.unfinished_ids(), records, time.perf_counter() - t0,
+                             backend.prefill_time_s, error, summarize(records) if records else {})
+        if error:
+            logger.error(f"serve stopped early ({error}); {len(done)} requests finished, "
+                         f"{len(result.unfinished)} did not: {result.unfinished}")
+        self.last_serve = result
+        return result
+
+    # --- internals ----------------------------------------------------------------------------
+    def _check_lengths(self, prompts: list[list[int]], max_new_tokens: int) -> None:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        limit = getattr(self.target.config, "max_position_embeddings", None)
+        for i, p in enumerate(prompts):
+            if not p:
+                raise ValueError(f"prompt {i} is empty: every row needs at least one token")
+            if limit and len(p) + max_new_tokens + self.max_spec_len > limit:
+                raise ValueError(f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} and "
+                                 f"spec_len up to {self.max_spec_len} it exceeds the model's context of {limit}")
+
+    def _backend(self, args: dict[str, Any], requests: list[GenerationRequest]) -> HFBackend:
+        sampling = SamplingConfig(do_sample=args["do_sample"], temperature=args["temperature"],
+                                  top_k=args["top_k"], top_p=args["top_p"])
+        slots = max(len(r.prompt_ids) + r.max_new_tokens for r in requests) + 2 * self.max_spec_len + 2
+        generator = self.generator
+        rows = self.max_batch_size
+        drafter = None
+        if self.draft == "ngram":
+            drafter = NgramDrafter(max_n=self.ngram_max_n, device=self.device)
+        elif self.draft is not None:
+            drafter = ModelDrafter(self.draft, sampling, rows, slots, generator)
+        backend = HFBackend(self.target, drafter, sampling=sampling, eos_token_ids=args["eos_token_ids"],
+                            max_batch_size=rows, max_spec_len=self.max_spec_len, slots_capacity=slots,
+                            generator=generator)
+        backend.submit(requests)
+        return backend
+
+    def _run(self, backend: HFBackend, requests: list[GenerationRequest], progress: bool,
+             catch: bool = False) -> tuple[list[StepRecord], str | None]:
+        records: list[StepRecord] = []
+        bar = tqdm(total=len(requests), desc="requests", unit="req", disable=not progress)
+        try:
+            backend.start()
+            while not backend.done():
+                records.append(run_step(backend, self.controller, self.sinks))
+                bar.update(len(backend.results) - bar.n)
+        except Exception as exc:  # a failure mid-serve keeps what finished
+            if not catch:
+                raise
+            return records, f"{type(exc).__name__}: {exc}"
+        finally:
+            bar.close()
+        return records, None
+
+
+def as_request(item: Any, index: int, max_new_tokens: int) -> GenerationRequest:
+    if isinstance(item, GenerationRequest):
+        return item
+    if isinstance(item, dict):
+        return GenerationRequest(list(item["prompt_ids"]), int(item.get("max_new_tokens", max_new_tokens)),
+                                 item.get("request_id", index), float(item.get("arrival_s", 0.0)))
+    return GenerationRequest(list(item), max_new_tokens, index)
+
+
+def resolve_generation_args(target: torch.nn.Module, generation_config: Any, **explicit: Any) -> dict[str, Any]:
+    """Explicit arguments, else `generation_config`'s, else the target's own generation config."""
+    configs = [c for c in (generation_config, getattr(target, "generation_config", None)) if c is not None]
+
+    def pick(name: str, default: Any = None) -> Any:
+        if explicit.get(name) is not None:
+            return explicit[name]
+        for config in configs:
+            if getattr(config, name, None) is not None:
+                return getattr(config, name)
+        return default
+
+    eos = pick("eos_token_id")
+    eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+    pad = pick("pad_token_id")
+    max_new = pick("max_new_tokens")
+    if max_new is None:
+        raise ValueError("max_new_tokens is required (or a generation_config that sets it)")
+    do_sample = bool(pick("do_sample", False))
+    return {"max_new_tokens": max_new, "eos_token_ids": eos_ids, "pad_token_id": pad if pad is not None else (eos_ids or [0])[0],
+            "do_sample": do_sample, "temperature": float(pick("temperature", 1.0)) if do_sample else 1.0,
+            "top_k": pick("top_k") if do_sample else None, "top_p": pick("top_p") if do_sample else None}
+
+
+def split_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[int]]:
+    """[b, P] (left-padded) ids -> each row's real prompt tokens."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: every row needs at least one token")
+    if attention_mask is None:
+        return input_ids.tolist()
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    return [[t for t, m in zip(ids, mask) if m] for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+
+
+def assemble_output(input_ids: torch.Tensor, outputs: list[list[int]], pad_token_id: int) -> torch.Tensor:
+    """Prompt as given + each row's new tokens, right-padded with pad_token_id to the longest row."""
+    width = max(len(o) for o in outputs)
+    new = torch.full((len(outputs), width), pad_token_id, dtype=torch.long)
+    for i, o in enumerate(outputs):
+        new[i, : len(o)] = torch.tensor(o, dtype=torch.long)
+    return torch.cat([input_ids.cpu(), new], dim=1).to(input_ids.device)

@@ -1,0 +1,183 @@
+"""Drafters: what proposes the speculative tokens, behind one small interface.
+
+Contract (`Drafter`):
+- `add_rows(sequences)` after the target admitted new rows (their prompts + first token);
+  `keep_rows(indices)` when rows retire (same row order as the backend).
+- `propose(sequences, spec_len, caps)` -> `Drafts(tokens [b, spec_len], num_drafts [b], probs)`:
+  row i proposes at most `caps[i]` tokens; `probs` [b, spec_len, V] is the processed draft
+  distribution when sampling with a model drafter, else None (a deterministic proposal).
+- `accept(accepted [b])` after verification: row i kept its first `accepted[i]` drafts. A model
+  drafter keeps its KV cache equal to the accepted text: rejected drafts become holes, and
+  tokens it has not seen yet (the bonus, or everything emitted during spec_len = 0 steps) are fed
+  at the start of its next proposal ("catch-up"), so its cache is never stale.
+
+`ModelDrafter` wraps any HF causal LM with the target's vocabulary; `NgramDrafter` is prompt
+lookup (no model): the continuation of the most recent earlier occurrence of the row's last n
+tokens, n from `max_n` down to `min_n`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .kv_cache import SlotCache
+from .sampling import SamplingConfig, select_tokens
+
+
+@dataclass
+class Drafts:
+    tokens: torch.Tensor            # [b, spec_len] long (unused positions hold the row's last token)
+    num_drafts: torch.Tensor        # [b] long
+    probs: torch.Tensor | None      # [b, spec_len, V] float32, or None
+
+
+class Drafter(Protocol):
+    name: str
+    has_model: bool
+
+    def add_rows(self, sequences: Sequence[Sequence[int]]) -> None: ...
+
+    def keep_rows(self, indices: list[int]) -> None: ...
+
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor) -> Drafts: ...
+
+    def accept(self, accepted: torch.Tensor) -> None: ...
+
+
+def forward_kwargs(model: torch.nn.Module) -> str:
+    """The keyword a model's forward takes its cache by ('cache' since transformers 5.2x, else
+    'past_key_values')."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def model_forward(model: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, position_ids: torch.Tensor,
+                  mask: torch.Tensor, cache_kw: str, logits_to_keep: int) -> torch.Tensor:
+    """One forward over the cache region; returns logits [b, logits_to_keep, V]."""
+    out = model(input_ids=ids, position_ids=position_ids, attention_mask=mask, use_cache=True,
+                logits_to_keep=logits_to_keep, **{cache_kw: cache})
+    return out.logits
+
+
+class NgramDrafter:
+    """Prompt lookup: propose the tokens that followed the last earlier match of the row's suffix."""
+
+    has_model = False
+
+    def __init__(self, max_n: int = 3, min_n: int = 1, device: str | torch.device = "cpu"):
+        if not 1 <= min_n <= max_n:
+            raise ValueError(f"ngram sizes must satisfy 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
+        self.max_n, self.min_n = max_n, min_n
+        self.device = torch.device(device)
+        self.name = "ngram"
+
+    def add_rows(self, sequences: Sequence[Sequence[int]]) -> None:
+        return None
+
+    def keep_rows(self, indices: list[int]) -> None:
+        return None
+
+    def accept(self, accepted: torch.Tensor) -> None:
+        return None
+
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor) -> Drafts:
+        tokens = np.empty((len(sequences), spec_len), dtype=np.int64)
+        counts = np.zeros(len(sequences), dtype=np.int64)
+        for i, (seq, cap) in enumerate(zip(sequences, caps.tolist())):
+            found = self.lookup(np.asarray(seq, dtype=np.int64), min(spec_len, cap))
+            counts[i] = len(found)
+            tokens[i, : len(found)] = found
+            tokens[i, len(found):] = seq[-1]
+        return Drafts(torch.from_numpy(tokens).to(self.device), torch.from_numpy(counts).to(self.device), None)
+
+    def lookup(self, seq: np.ndarray, k: int) -> np.ndarray:
+        """Up to k tokens following the most recent earlier occurrence of seq's last n tokens."""
+        if k <= 0:
+            return seq[:0]
+        for n in range(min(self.max_n, len(seq) - 1), self.min_n - 1, -1):
+            suffix = seq[-n:]
+            windows = np.lib.stride_tricks.sliding_window_view(seq[:-1], n)    # [L - n, n], not the suffix itself
+            hits = np.flatnonzero((windows == suffix).all(axis=1))
+            if len(hits):
+                start = hits[-1] + n
+                return seq[start:start + k]
+        return seq[:0]
+
+
+class ModelDrafter:
+    """A small HF causal LM with its own ragged KV cache in the same row order as the target's."""
+
+    has_model = True
+
+    def __init__(self, model: torch.nn.Module, sampling: SamplingConfig, rows_capacity: int, slots_capacity: int,
+                 generator: torch.Generator | None = None):
+        self.model = model
+        self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.sampling = sampling
+        self.generator = generator
+        self.device = next(model.parameters()).device
+        self.cache = SlotCache(model.config.num_hidden_layers, rows_capacity, slots_capacity, self.device)
+        self.cache_kw = forward_kwargs(model)
+        self._fed_slots: list[int] = []   # cache slots holding the drafts fed in the last proposal
+
+    def add_rows(self, sequences: Sequence[Sequence[int]]) -> None:
+        """Prefill the prompts (all but each sequence's last token, which stays pending)."""
+        prompts = [list(seq[:-1]) for seq in sequences]
+        if min(len(p) for p in prompts) == 0:
+            raise ValueError("a draft row needs at least one prompt token")
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[p[0]] * (width - len(p)) + p for p in prompts], device=self.device)
+        position_ids, mask, _ = self.cache.prefill_inputs([len(p) for p in prompts])
+        model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
+
+    def keep_rows(self, indices: list[int]) -> None:
+        self.cache.keep_rows(indices)
+
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor) -> Drafts:
+        first = self._catch_up(sequences)                                     # [b, V] logits
+        tokens, probs = [], []
+        logits = first
+        self._fed_slots = []
+        for j in range(spec_len):
+            token, p = select_tokens(logits, self.sampling, self.generator)   # [b], [b, V] | None
+            tokens.append(token)
+            probs.append(p)
+            if j + 1 < spec_len:
+                logits = self._feed_one(token)
+        drafts = torch.stack(tokens, dim=1)                                   # [b, spec_len]
+        stacked = torch.stack(probs, dim=1) if self.sampling.do_sample else None
+        return Drafts(drafts, caps.clamp(max=spec_len), stacked)
+
+    def _catch_up(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Feed every row's tokens the draft has not seen (>= 1 each), left-padded; -> last logits [b, V]."""
+        seen = self.cache.pos[: self.cache.num_rows].tolist()
+        pending = [list(seq[n:]) for seq, n in zip(sequences, seen)]
+        width = max(len(p) for p in pending)
+        ids = torch.tensor([[p[0]] * (width - len(p)) + p for p in pending], device=self.device)
+        num_pad = torch.tensor([width - len(p) for p in pending], device=self.device)
+        position_ids, mask = self.cache.decode_inputs(width, num_pad)
+        logits = model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
+        self.cache.commit(torch.arange(width, device=self.device)[None, :] >= num_pad[:, None])
+        return logits[:, -1]
+
+    def _feed_one(self, token: torch.Tensor) -> torch.Tensor:
+        """Feed one draft per row (kept optimistically; `accept` punches holes) -> logits [b, V]."""
+        position_ids, mask = self.cache.decode_inputs(1)
+        self._fed_slots.append(self.cache.cursor)
+        logits = model_forward(self.model, self.cache, token[:, None], position_ids, mask, self.cache_kw, 1)
+        self.cache.commit(torch.ones(token.shape[0], 1, dtype=torch.bool, device=self.device))
+        return logits[:, -1]
+
+    def accept(self, accepted: torch.Tensor) -> None:
+        """Drafts fed beyond each row's accepted count become holes."""
+        if not self._fed_slots:
+            return
+        b = self.cache.num_rows
+        slots = torch.tensor(self._fed_slots, device=self.device)                           # [s - 1]
+        rejected = torch.arange(len(self._fed_slots), device=self.device)[None, :] >= accepted[:b, None]  # [b, s-1]
+        self.cache.valid[:b, slots] &= ~rejected
+        self.cache.pos[:b] -= rejected.sum(1)
+        self._fed_slots = []

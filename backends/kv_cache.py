@@ -1,0 +1,207 @@
+"""A KV cache for batched speculative decoding with ragged acceptance, usable by any HF causal LM.
+
+Layout: per layer, keys/values buffers `[rows_capacity, kv_heads, slots_capacity, head_dim]`. Each
+row owns its own slot space; all rows write a step's new tokens at the same slots (one shared
+`cursor`). A slot either holds an accepted token of its row (`valid`) or is a hole (a rejected
+draft, padding, or unused). Attention is permutation-invariant over keys (positions live in the
+rotary embedding), so only the 4D mask and the per-row `position_ids` matter:
+
+- `decode_inputs(q, num_pad)` -> (position_ids [b, q], mask [b, 1, q, cursor + q]): each fed token
+  sees every valid slot of its row plus the new block causally; positions count accepted tokens
+  only; a row's first `num_pad[i]` fed tokens are left padding, seen by nobody.
+- `commit(keep [b, q])`: the fed tokens marked True become valid slots of their row, the rest holes.
+- `prefill(rows, lengths)`: write new rows' prompts right-aligned below the cursor (or move the
+  cursor up when a prompt is longer), each row attending to its own prompt only.
+- `keep_rows(indices)`: retire rows by moving the kept ones to the front, in the given order.
+- Holes are reclaimed by `compact()` (each row's valid slots moved to the front) when the cursor
+  would run past the capacity; if that is not enough the buffers grow.
+
+The model sees this as a `transformers.Cache`: each layer's `update` writes the region set by the
+cache and returns only the slots in use (not the whole capacity).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+@dataclass
+class _Region:
+    rows: slice          # rows fed in this forward
+    write_at: int        # first slot written
+    read_from: int       # first slot returned to attention
+
+
+class SlotLayer(CacheLayerMixin):
+    is_compileable = False
+
+    def __init__(self, owner: "SlotCache"):
+        super().__init__()
+        self.owner = owner
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        o = self.owner
+        shape = (o.rows_capacity, key_states.shape[1], o.slots_capacity)
+        self.keys = key_states.new_zeros(*shape, key_states.shape[-1])
+        self.values = value_states.new_zeros(*shape, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        r = self.owner.region
+        end = r.write_at + key_states.shape[-2]
+        self.keys[r.rows, :, r.write_at:end] = key_states       # [rows, heads, q, dim]
+        self.values[r.rows, :, r.write_at:end] = value_states
+        return self.keys[r.rows, :, r.read_from:end], self.values[r.rows, :, r.read_from:end]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.owner.cursor + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.owner.cursor
+
+    def get_max_length(self) -> int:
+        return self.owner.slots_capacity
+
+    def resize(self, rows: int, slots: int) -> None:
+        """Grow the buffers, keeping their contents."""
+        if not self.is_initialized:
+            return
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_zeros(rows, old.shape[1], slots, old.shape[-1])
+            new[: old.shape[0], :, : old.shape[2]] = old
+            setattr(self, name, new)
+
+    def reorder(self, order: torch.Tensor, count: int) -> None:
+        """Rows `order` (a LongTensor) move to the front, in that order."""
+        if self.is_initialized and count:
+            self.keys[:count] = self.keys[order]
+            self.values[:count] = self.values[order]
+
+    def gather_slots(self, slot_order: torch.Tensor) -> None:
+        """Per row, reorder slots by `slot_order` [rows, slots] (compaction)."""
+        if not self.is_initialized:
+            return
+        n = slot_order.shape[0]
+        index = slot_order[:, None, :, None]
+        self.keys[:n] = self.keys[:n].gather(2, index.expand(-1, self.keys.shape[1], -1, self.keys.shape[-1]))
+        self.values[:n] = self.values[:n].gather(2, index.expand(-1, self.values.shape[1], -1, self.values.shape[-1]))
+
+
+class SlotCache(Cache):
+    def __init__(self, num_layers: int, rows_capacity: int, slots_capacity: int, device: torch.device | str):
+        self.rows_capacity, self.slots_capacity = rows_capacity, slots_capacity
+        self.device = torch.device(device)
+        super().__init__(layers=[SlotLayer(self) for _ in range(num_layers)])
+        self.valid = torch.zeros(rows_capacity, slots_capacity, dtype=torch.bool, device=self.device)
+        self.pos = torch.zeros(rows_capacity, dtype=torch.long, device=self.device)  # accepted tokens per row
+        self.cursor = 0
+        self.num_rows = 0
+        self.region = _Region(slice(0, 0), 0, 0)
+
+    # --- decoding -------------------------------------------------------------------------
+    def decode_inputs(self, q: int, num_pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Make room for q new tokens per row; return (position_ids [b, q], mask [b, 1, q, cursor + q])."""
+        self.reserve(q)
+        b, c = self.num_rows, self.cursor
+        steps = torch.arange(q, device=self.device)
+        mask = torch.empty(b, q, c + q, dtype=torch.bool, device=self.device)
+        mask[:, :, :c] = self.valid[:b, None, :c]
+        block = steps[:, None] >= steps[None, :]                                          # [q, q] causal
+        if num_pad is None:
+            position_ids = self.pos[:b, None] + steps[None, :]                            # [b, q]
+            mask[:, :, c:] = block
+        else:
+            position_ids = (self.pos[:b, None] + steps[None, :] - num_pad[:, None]).clamp(min=0)
+            pad = steps[None, :] < num_pad[:, None]                                        # [b, q]
+            mask[:, :, c:] = (block[None] & ~pad[:, None, :]) | torch.eye(q, dtype=torch.bool, device=self.device)
+        self.region = _Region(slice(0, b), c, 0)
+        return position_ids, mask[:, None]
+
+    def commit(self, keep: torch.Tensor) -> None:
+        """After a decode forward of q tokens: keep [b, q] says which fed tokens become valid slots."""
+        b, q = keep.shape
+        self.valid[:b, self.cursor:self.cursor + q] = keep
+        self.pos[:b] += keep.sum(1)
+        self.cursor += q
+
+    # --- rows joining and leaving ---------------------------------------------------------
+    def prefill_inputs(self, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """New rows b..b+n-1 with these prompt lengths (fed left-padded to max(lengths)).
+
+        Returns (position_ids [n, P], mask [n, 1, P, P], pad [n, P] True where padding)."""
+        n, width = len(lengths), max(lengths)
+        if self.num_rows + n > self.rows_capacity:
+            raise ValueError(f"cannot add {n} rows: {self.num_rows} of {self.rows_capacity} in use")
+        self.reserve(0, at_least=width)
+        start = self.cursor - width if width <= self.cursor else 0
+        lengths_t = torch.tensor(lengths, device=self.device)
+        steps = torch.arange(width, device=self.device)
+        pad = steps[None, :] < (width - lengths_t)[:, None]                                  # [n, P]
+        position_ids = (steps[None, :] - (width - lengths_t)[:, None]).clamp(min=0)
+        causal = steps[None, :, None] >= steps[None, None, :]
+        mask = (causal & ~pad[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)[None]
+        rows = slice(self.num_rows, self.num_rows + n)
+        self.region = _Region(rows, start, start)
+        self.valid[rows] = False
+        self.valid[rows, start:start + width] = ~pad
+        self.pos[rows] = lengths_t
+        self.num_rows += n
+        self.cursor = max(self.cursor, start + width)
+        return position_ids, mask[:, None], pad
+
+    def keep_rows(self, indices: list[int]) -> None:
+        """Keep only these rows, moved to the front in this order."""
+        order = torch.tensor(indices, dtype=torch.long, device=self.device)
+        n = len(indices)
+        for layer in self.layers:
+            layer.reorder(order, n)
+        if n:
+            self.valid[:n] = self.valid[order]
+            self.pos[:n] = self.pos[order]
+        self.valid[n:] = False
+        self.num_rows = n
+        if n == 0:
+            self.cursor = 0
+
+    # --- room -----------------------------------------------------------------------------
+    def reserve(self, q: int, at_least: int = 0) -> None:
+        """Ensure cursor + q <= capacity (and capacity >= at_least): compact, then grow if needed."""
+        if self.cursor + q <= self.slots_capacity and at_least <= self.slots_capacity:
+            return
+        self.compact()
+        need = max(self.cursor + q, at_least)
+        if need > self.slots_capacity:
+            self.grow(slots=max(need, int(self.slots_capacity * 1.5)))
+
+    def compact(self) -> None:
+        """Move each row's valid slots to the front (in their order); the cursor drops to the longest row."""
+        b = self.num_rows
+        if b == 0:
+            self.cursor = 0
+            return
+        order = torch.argsort((~self.valid[:b]).to(torch.int8), dim=1, stable=True)       # [b, slots]
+        for layer in self.layers:
+            layer.gather_slots(order)
+        counts = self.valid[:b].sum(1)
+        self.valid[:b] = torch.arange(self.slots_capacity, device=self.device)[None, :] < counts[:, None]
+        self.cursor = int(counts.max())
+
+    def grow(self, slots: int | None = None, rows: int | None = None) -> None:
+        rows = rows or self.rows_capacity
+        slots = slots or self.slots_capacity
+        for layer in self.layers:
+            layer.resize(rows, slots)
+        valid = torch.zeros(rows, slots, dtype=torch.bool, device=self.device)
+        valid[: self.rows_capacity, : self.slots_capacity] = self.valid
+        pos = torch.zeros(rows, dtype=torch.long, device=self.device)
+        pos[: self.rows_capacity] = self.pos
+        self.valid, self.pos = valid, pos
+        self.rows_capacity, self.slots_capacity = rows, slots
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.cursor

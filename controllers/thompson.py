@@ -1,0 +1,28 @@
+"""`thompson`: Thompson sampling over spec_len arms (see `bandit` for the statistics).
+
+Each step draws the per-position acceptance from its Beta posterior and each arm's step-time
+correction from its Gaussian posterior (model prior), or each arm's mean goodput (no prior),
+and plays the arm whose drawn goodput is largest.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .bandit import BanditController, ModelArms
+from .base import bucket_of, register
+
+
+@register("thompson")
+class ThompsonController(BanditController):
+    def model_values(self, batch_size: int) -> np.ndarray:
+        assert isinstance(self.arms, ModelArms)
+        rates = self.acceptance.sample(self.rng)[: self.max_spec_len]
+        mean, std = self.arms.correction(batch_size)
+        draws = self.rng.standard_normal(len(mean)).tolist()
+        return self.arms.values(batch_size, rates, [m + s * z for m, s, z in zip(mean, std, draws)])
+
+    def flat_values(self, batch_size: int) -> np.ndarray:
+        n, mean, std = self.arms.estimate(bucket_of(batch_size))
+        if (n < 1e-3).any():
+            return (n < 1e-3).astype(float) + self.rng.random(len(n)) * 1e-3
+        return mean + std * self.rng.standard_normal(len(mean))

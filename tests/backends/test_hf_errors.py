@@ -1,0 +1,77 @@
+"""Bad input fails before any compute, with a message that names the problem."""
+import pytest
+import torch
+
+from autospec import AutoSpec
+from tests.backends.tiny_models import ragged_batch, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_llama(layers=1, seed=0)
+
+
+def test_vocabulary_mismatch_names_both_sizes(target):
+    with pytest.raises(ValueError, match="target vocab_size=97, draft vocab_size=50"):
+        AutoSpec(target, tiny_llama(layers=1, vocab=50))
+
+
+def test_tokenizer_mismatch_is_refused(target):
+    class Tok:
+        def __init__(self, vocab):
+            self.vocab = vocab
+
+        def get_vocab(self):
+            return self.vocab
+
+        def __len__(self):
+            return len(self.vocab)
+
+    with pytest.raises(ValueError, match="tokenizers differ"):
+        AutoSpec(target, tiny_llama(layers=1, seed=3), tokenizer=Tok({"a": 0, "b": 1}), draft_tokenizer=Tok({"a": 1, "b": 0}))
+
+
+def test_unknown_draft_string(target):
+    with pytest.raises(ValueError, match="draft must be a model, 'ngram' or None"):
+        AutoSpec(target, "medusa")
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(max_spec_len=-1), "max_spec_len"), (dict(max_batch_size=0), "max_batch_size"),
+                                           (dict(controller="fixed:12"), "spec_len must be 0..8")])
+def test_invalid_settings(target, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AutoSpec(target, "ngram", **kwargs)
+
+
+def test_empty_prompt_row(target):
+    ids, mask = ragged_batch(3, 97)
+    mask[1] = 0
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        AutoSpec(target, "ngram").generate(ids, attention_mask=mask, max_new_tokens=4)
+
+
+def test_empty_input(target):
+    with pytest.raises(ValueError, match="input_ids is empty"):
+        AutoSpec(target, "ngram").generate(torch.zeros(2, 0, dtype=torch.long), max_new_tokens=4)
+
+
+def test_prompt_longer_than_the_context(target):
+    ids = torch.ones(1, 510, dtype=torch.long)
+    with pytest.raises(ValueError, match="exceeds the model's context of 512"):
+        AutoSpec(target, "ngram").generate(ids, max_new_tokens=8)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5])
+def test_max_new_tokens_below_one(target, value):
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
+        AutoSpec(target, "ngram").generate(torch.ones(1, 3, dtype=torch.long), max_new_tokens=value)
+
+
+def test_a_draft_in_another_dtype_keeps_it_and_output_stays_exact(target):
+    draft = tiny_llama(layers=1, seed=4).to(torch.bfloat16)
+    ids, mask = ragged_batch(3, 97, seed=2)
+    spec = AutoSpec(target, draft, controller="fixed:4")
+    out = spec.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=-1, pad_token_id=0)
+    ref = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=-1,
+                          pad_token_id=0)
+    assert next(spec.draft.parameters()).dtype == torch.bfloat16 and torch.equal(out, ref)

@@ -1,0 +1,99 @@
+"""Speculative sampling preserves the target's (processed) distribution: chi-square tests that fail
+if the residual distribution is wrong."""
+import numpy as np
+import pytest
+import torch
+
+from autospec import AutoSpec
+from autospec.backends.sampling import SamplingConfig, verify_greedy, verify_sampling
+from tests.backends.tiny_models import tiny_llama
+
+CHI2_999 = {5: 20.52, 7: 24.32}    # chi-square 0.999 quantiles by degrees of freedom
+
+
+def chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
+    expected = probs * counts.sum()
+    keep = expected > 0
+    assert counts[~keep].sum() == 0, "a token with zero probability was produced"
+    return float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+
+
+P = torch.tensor([0.05, 0.40, 0.05, 0.30, 0.10, 0.10])
+Q = torch.tensor([0.50, 0.05, 0.30, 0.05, 0.05, 0.05])   # a draft that disagrees a lot
+N = 100_000
+
+
+def first_tokens(draft_probs, drafts, seed=0):
+    """Token emitted at position 0 for N rows proposing one draft each."""
+    g = torch.Generator().manual_seed(seed)
+    target_probs = P.expand(N, 2, 6).contiguous()
+    accepted, bonus = verify_sampling(target_probs, drafts[:, None], torch.ones(N, dtype=torch.long), draft_probs, g)
+    return torch.where(accepted > 0, drafts, bonus)
+
+
+def test_rejection_sampling_with_a_draft_model_yields_the_target_distribution():
+    g = torch.Generator().manual_seed(1)
+    drafts = torch.multinomial(Q, N, replacement=True, generator=g)
+    tokens = first_tokens(Q.expand(N, 1, 6).contiguous(), drafts)
+    stat = chi_square(np.bincount(tokens.numpy(), minlength=6), P.numpy())
+    assert stat < CHI2_999[5]
+    # the same test rejects the common mistake (resampling from p instead of the residual):
+    accept = torch.minimum(torch.ones(6), P / Q)
+    wrong = Q * accept + (1 - (Q * accept).sum()) * P
+    expected_wrong_stat = N * float(((wrong - P) ** 2 / P).sum())
+    assert expected_wrong_stat > 50 * CHI2_999[5]
+
+
+def test_deterministic_proposals_are_one_hot_drafts():
+    tokens = first_tokens(None, torch.full((N,), 3, dtype=torch.long))
+    counts = np.bincount(tokens.numpy(), minlength=6)
+    assert chi_square(counts, P.numpy()) < CHI2_999[5]
+
+
+def test_greedy_verification_accepts_the_matching_prefix():
+    logits = torch.tensor([[[0, 5, 0], [0, 0, 5], [5, 0, 0]]], dtype=torch.float)   # argmax 1, 2, 0
+    accepted, bonus = verify_greedy(logits, torch.tensor([[1, 1]]), torch.tensor([2]))
+    assert accepted.item() == 1 and bonus.item() == 2
+    accepted, bonus = verify_greedy(logits, torch.tensor([[1, 2]]), torch.tensor([1]))     # 2nd draft not proposed
+    assert accepted.item() == 1 and bonus.item() == 2
+
+
+def test_top_k_top_p_temperature_follow_hf_semantics():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.10]]))
+    assert torch.allclose(SamplingConfig(top_k=2).probabilities(logits), torch.tensor([[2 / 3, 1 / 3, 0, 0]]))
+    assert torch.allclose(SamplingConfig(top_p=0.7).probabilities(logits), torch.tensor([[2 / 3, 1 / 3, 0, 0]]))
+    hot = SamplingConfig(temperature=2.0).probabilities(logits)
+    assert hot[0, 0] < 0.5 and torch.isclose(hot.sum(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=1.5)
+
+
+def exact_marginals(target, prompt, config: SamplingConfig):
+    """P(t1), P(t2) of the target's own (processed) sampling, by enumerating t1."""
+    vocab = target.config.vocab_size
+    with torch.no_grad():
+        p1 = config.probabilities(target(torch.tensor([prompt])).logits[0, -1])
+        seqs = torch.tensor([prompt + [t] for t in range(vocab)])
+        p2_given = config.probabilities(target(seqs).logits[:, -1])
+    return p1.numpy(), (p1[:, None] * p2_given).sum(0).numpy()
+
+
+@pytest.mark.parametrize("options", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8)])
+def test_generate_with_sampling_matches_the_targets_own_sampling(options):
+    target, draft = tiny_llama(layers=2, seed=0, vocab=8, hidden=32), tiny_llama(layers=1, seed=5, vocab=8, hidden=32)
+    prompt = [3, 1, 4, 1, 5]
+    config = SamplingConfig(do_sample=True, **options)
+    p1, p2 = exact_marginals(target, prompt, config)
+    spec = AutoSpec(target, draft, controller="fixed:3", max_batch_size=256, seed=11)
+    counts1, counts2 = np.zeros(8), np.zeros(8)
+    for _ in range(8):
+        ids = torch.tensor([prompt] * 256)
+        out = spec.generate(ids, max_new_tokens=3, do_sample=True, eos_token_id=-1, pad_token_id=0, **options)
+        counts1 += np.bincount(out[:, 5].numpy(), minlength=8)
+        counts2 += np.bincount(out[:, 6].numpy(), minlength=8)
+    accepted = sum(r.num_accepted_tokens for r in spec.records)
+    assert 0 < accepted < sum(r.num_draft_tokens for r in spec.records)   # both accept and residual paths ran
+    assert chi_square(counts1, p1) < CHI2_999[7]
+    assert chi_square(counts2, p2) < CHI2_999[7]

@@ -1,0 +1,81 @@
+"""Continuous batching: requests join as slots free up, leave at EOS or their own budget."""
+import torch
+
+from autospec import AutoSpec
+from autospec.backends.hf import GenerationRequest
+from tests.backends.tiny_models import ragged_batch, tiny_llama
+
+
+def requests(n, vocab=97):
+    ids, mask = ragged_batch(n, vocab, seed=42)
+    prompts = [[t for t, m in zip(r, mm) if m] for r, mm in zip(ids.tolist(), mask.tolist())]
+    return [GenerationRequest(p, max_new_tokens=5 + 3 * (i % 4), request_id=f"r{i}", arrival_s=0.002 * i)
+            for i, p in enumerate(prompts)]
+
+
+def test_serve_matches_plain_greedy_per_request_and_moves_the_batch_size():
+    target, draft = tiny_llama(layers=2, seed=0), tiny_llama(layers=1, seed=1)
+    reqs = requests(12)
+    spec = AutoSpec(target, draft, controller="auto", max_batch_size=4)
+    result = spec.serve(reqs, eos_token_id=-1, progress=False)
+    assert result.error is None and result.unfinished == []
+    assert [r.request_id for r in result.results] == [q.request_id for q in reqs]
+    for req, res in zip(reqs, result.results):
+        ref = target.generate(torch.tensor([req.prompt_ids]), max_new_tokens=req.max_new_tokens, do_sample=False,
+                              eos_token_id=-1, pad_token_id=0)[0, len(req.prompt_ids):].tolist()
+        assert res.output_ids == ref and res.finish_reason == "length"
+        assert res.arrival_s <= res.first_token_s <= res.finish_s and res.ttft_s >= 0
+    sizes = {r.batch_size for r in result.records}
+    assert max(sizes) == 4 and len(sizes) >= 3                  # the controller saw the batch size change
+    assert result.throughput_tps > 0 and result.summary["steps"] == len(result.records)
+
+
+def test_a_failure_mid_serve_keeps_finished_outputs_and_names_the_rest():
+    target = tiny_llama(layers=1, seed=0)
+
+    class Failing:
+        """Plain decoding for 12 steps, then raises (as an OOM would)."""
+        name = "failing"
+
+        def choose(self, ctx):
+            if ctx.step >= 12:
+                raise RuntimeError("simulated device failure")
+            return 0
+
+        def observe(self, record):
+            pass
+
+        def scores(self, ctx):
+            return {}
+
+    reqs = requests(8)
+    result = AutoSpec(target, "ngram", controller=Failing(), max_batch_size=2).serve(reqs, eos_token_id=-1, progress=False)
+    assert "simulated device failure" in result.error
+    finished = {r.request_id for r in result.results}
+    assert finished and set(result.unfinished) == {q.request_id for q in reqs} - finished
+    for r in result.results:
+        assert len(r.output_ids) == next(q.max_new_tokens for q in reqs if q.request_id == r.request_id)
+
+
+def test_custom_generate_hook_runs_autospec_inside_target_generate():
+    target, draft = tiny_llama(layers=2, seed=0), tiny_llama(layers=1, seed=1)
+    ids, mask = ragged_batch(5, 97, seed=9)
+    spec = AutoSpec(target, draft, controller="fixed:3")
+    ref = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0,
+                          eos_token_id=-1)
+    out = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0,
+                          eos_token_id=-1, custom_generate=spec.as_custom_generate())
+    assert torch.equal(out, ref)
+    assert spec.records and all(r.spec_len == 3 for r in spec.records if r.spec_len)
+
+
+def test_long_generations_compact_and_grow_the_cache():
+    """max_new_tokens far beyond the initial slots: compaction reclaims holes, growth adds room."""
+    target, draft = tiny_llama(layers=1, seed=0), tiny_llama(layers=1, seed=2)
+    ids, mask = ragged_batch(3, 97, seed=1)
+    ref = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=200, do_sample=False, eos_token_id=-1,
+                          pad_token_id=0)
+    spec = AutoSpec(target, draft, controller="fixed:8")
+    out = spec.generate(ids, attention_mask=mask, max_new_tokens=200, eos_token_id=-1, pad_token_id=0)
+    assert torch.equal(out, ref)
+    assert len(spec.records) > 150     # ~9 slots per step, ~1 kept: many compactions happened

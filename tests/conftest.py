@@ -1,0 +1,19 @@
+"""Shared fixtures: the shipped H200 cost model and a record factory (public APIs only)."""
+from __future__ import annotations
+
+import pytest
+
+from autospec import CostModel, StepRecord
+
+
+@pytest.fixture(scope="session")
+def h200() -> CostModel:
+    return CostModel.from_profile("h200-llama2-7b-llama-68m")
+
+
+def make_record(batch_size: int = 4, spec_len: int = 3, accepted_per_pos=(3, 2, 1), draft_time_s: float = 0.001,
+                verify_time_s: float = 0.01, step: int = 0, **kw) -> StepRecord:
+    accepted = tuple(accepted_per_pos)[:spec_len]
+    return StepRecord(step=step, batch_size=batch_size, spec_len=spec_len, num_draft_tokens=batch_size * spec_len,
+                      num_accepted_tokens=sum(accepted), accepted_per_pos=accepted, draft_time_s=draft_time_s,
+                      verify_time_s=verify_time_s, controller="test", **kw)

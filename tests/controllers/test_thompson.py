@@ -1,0 +1,38 @@
+import pytest
+
+from autospec import StepContext
+from autospec.controllers import ThompsonController
+from tests.conftest import make_record
+from tests.controllers.helpers import ratio_to_oracle
+
+
+@pytest.mark.parametrize("batch_size, acceptance", [(1, 0.3), (1, 0.9), (64, 0.7), (256, 0.3)])
+def test_close_to_the_oracle_with_the_model_prior(h200, batch_size, acceptance):
+    assert ratio_to_oracle(h200, "thompson", batch_size, acceptance) > 0.95
+
+
+def test_recovers_when_its_prior_is_another_machine(h200):
+    from autospec import CostModel
+    h100 = CostModel.from_profile("h100-llama2-7b-llama-68m")
+    assert ratio_to_oracle(h200, "thompson", 256, 0.6, steps=1500, warmup=300, prior_model=h100) > 0.95
+
+
+def test_draws_differ_but_are_seeded(h200):
+    ctx = StepContext(step=0, batch_size=8, max_spec_len=8)
+    picks = lambda seed: [ThompsonController(cost_model=h200, seed=seed).choose(ctx) for _ in range(1)]
+    a = ThompsonController(cost_model=h200, seed=3)
+    b = ThompsonController(cost_model=h200, seed=3)
+    assert [a.choose(ctx) for _ in range(20)] == [b.choose(ctx) for _ in range(20)]
+    assert len({s for s in (ThompsonController(cost_model=h200, seed=k).choose(ctx) for k in range(30))}) > 1
+
+
+def test_scores_reflect_measured_step_times(h200):
+    c = ThompsonController(cost_model=h200, seed=0)
+    ctx = StepContext(step=0, batch_size=8, max_spec_len=8)
+    before = c.scores(ctx)[3][0]
+    slow = 3 * h200.step_time_s(8, 3)
+    for i in range(40):
+        c.observe(make_record(batch_size=8, spec_len=3, accepted_per_pos=(6, 4, 3), draft_time_s=0.0,
+                              verify_time_s=slow, step=i))
+    mean, std = c.scores(ctx)[3]
+    assert mean < 0.6 * before and std < 0.2 * mean

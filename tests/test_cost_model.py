@@ -1,0 +1,94 @@
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from autospec import CostModel, expected_tokens, load_profile
+from autospec.cost_model import expected_tokens_vector
+from autospec.profiles import profile_from_dict
+
+
+def synthetic_profile(fixed=5.0, per_token=0.03, per_row=0.2, batch_sizes=(1, 2, 4, 8, 16, 32, 64), qs=range(1, 9)):
+    """A profile whose step times follow a known linear law exactly."""
+    target = {b: {q: fixed + per_token * b * q + per_row * b for q in qs} for b in batch_sizes}
+    draft = {b: {1: 0.5 + 0.001 * b, 2: 0.5 + 0.002 * b} for b in batch_sizes}
+    return {"autospec_profile": 1, "name": "synthetic", "context_len": 256, "provenance": {"made_by": "test"},
+            "target": {"model": "t", "step_ms": target}, "draft": {"model": "d", "step_ms": draft}}
+
+
+def test_expected_tokens_matches_the_closed_form_and_the_per_position_sum():
+    assert expected_tokens(0, 0.7) == 1.0
+    assert expected_tokens(3, 0.5) == pytest.approx(1 + 0.5 + 0.25 + 0.125)
+    assert expected_tokens(4, 1.0) == 5.0
+    assert expected_tokens(3, [0.9, 0.5, 0.1]) == pytest.approx(1 + 0.9 + 0.45 + 0.045)
+    np.testing.assert_allclose(expected_tokens_vector(4, 0.6), [expected_tokens(s, 0.6) for s in range(5)])
+
+
+def test_the_fit_recovers_known_coefficients():
+    model = CostModel(profile_from_dict(synthetic_profile()))
+    coef = model.target_fit.coefficients()
+    assert coef["fixed_ms"] == pytest.approx(5.0, abs=1e-6)
+    assert coef["per_token_ms"] == pytest.approx(0.03, abs=1e-6)
+    assert coef["per_row_ms"] == pytest.approx(0.2, abs=1e-6)
+    hinges = [v for k, v in coef.items() if k.startswith("per_token_above")]
+    assert max(abs(h) for h in hinges) < 1e-6
+    assert model.fit_error()["target"]["mape_pct"] < 1e-6
+
+
+def test_unmeasured_cells_are_interpolated_or_predicted():
+    model = CostModel(profile_from_dict(synthetic_profile()))
+    truth = lambda b, q: (5.0 + 0.03 * b * q + 0.2 * b) / 1e3
+    assert model.target_time_s(4, 3) == pytest.approx(truth(4, 3))        # measured
+    assert model.target_time_s(12, 3) == pytest.approx(truth(12, 3))      # between 8 and 16
+    assert model.target_time_s(128, 3) == pytest.approx(truth(128, 3), rel=1e-6)  # predicted by the fit
+    assert model.target_time_s(4, 12) == pytest.approx(truth(4, 12), rel=1e-6)
+    stds = model.log_time_stds(12, 3)
+    assert stds[0] > 0.05 and model.log_time_stds(8, 3)[0] < stds[0] < model.log_time_stds(128, 3)[0]
+
+
+def test_step_time_is_the_papers_formula(h200):
+    for b, s in [(1, 0), (8, 3), (64, 7)]:
+        assert h200.step_time_s(b, s) == pytest.approx(s * h200.draft_time_s(b) + h200.target_time_s(b, s + 1))
+    assert h200.step_time_s(1, 0) == pytest.approx(6.7836e-3, rel=1e-4)  # the measured cell
+
+
+def test_the_best_spec_len_falls_as_the_batch_grows(h200):
+    best = [h200.best_spec_len(b, 0.8, 8) for b in (1, 16, 64, 256)]
+    assert best[0] >= 7 and best[-1] <= 3
+    assert all(x >= y for x, y in zip(best, best[1:]))
+    assert h200.best_spec_len(256, 0.3, 8) == 0
+    g = h200.goodput_vector(16, 8, 0.7)
+    assert int(np.argmax(g)) == h200.best_spec_len(16, 0.7, 8)
+    assert g[3] == pytest.approx(h200.goodput_tps(16, 3, 0.7))
+
+
+@pytest.mark.parametrize("name", ["h200-llama2-7b-llama-68m", "h200-llama2-7b-llama-160m", "h200-llama2-13b-llama-68m",
+                                  "cpu-smollm2-135m-first4-bf16"])
+def test_held_out_fit_error_on_shipped_profiles_is_within_ten_percent(name):
+    err = CostModel.from_profile(name).fit_error()
+    assert err["target"]["mape_pct"] <= 10.0
+    assert err["draft"]["mape_pct"] <= 10.0
+
+
+def test_save_and_load_keep_the_table_and_provenance(tmp_path, h200):
+    path = h200.save(tmp_path / "p.yaml")
+    again = CostModel.load(path)
+    assert again.profile.provenance["device"] == "NVIDIA H200"
+    assert again.profile.target_step_ms == h200.profile.target_step_ms
+    assert again.step_time_s(37, 5) == h200.step_time_s(37, 5)
+    assert yaml.safe_load(path.read_text())["autospec_profile"] == 1
+
+
+def test_a_drafter_without_a_model_costs_nothing():
+    model = CostModel.from_profile("cpu-smollm2-135m-ngram-bf16")
+    assert model.draft_time_s(8) == 0.0
+    assert model.step_time_s(8, 4) == model.target_time_s(8, 5)
+    assert math.isfinite(model.goodput_tps(8, 4, 0.3))
+
+
+def test_shipped_h200_profiles_record_their_provenance():
+    for name in ("h200-llama2-7b-llama-68m", "h200-llama2-7b-llama-160m", "h200-llama2-13b-llama-68m"):
+        p = load_profile(name)
+        assert p.provenance["device"] == "NVIDIA H200" and p.provenance["cost_kind"] == "graph"
+        assert p.context_len == 512 and len(p.batch_sizes) == 9
