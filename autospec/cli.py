@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -140,10 +141,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     sinks: list[Any] = [writer]
     if args.delay_ms > 0:
         sinks.append(_Sleeper(args.delay_ms / 1e3))
-    status = "interrupted"
+    status = "stopped"
+    signal.signal(signal.SIGTERM, _stop)          # the dashboard's stop button: keep what was written
     try:
         records, _ = run_controller(setup, spec, sinks=sinks, progress=True, scores_every=args.scores_every)
         status = "finished"
+    except KeyboardInterrupt:
+        print(f"stopped; {writer.dir / 'steps.jsonl'} keeps the steps written so far")
+        return 130
     finally:
         writer.close(status)
     summary = summarize(records)
@@ -151,6 +156,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     print(f"{spec}: goodput {summary['goodput_tps']:.1f} tokens/s, mean spec_len {summary['mean_spec_len']:.2f}, "
           f"{summary['steps']} steps -> {writer.dir}")
     return 0
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class _Sleeper:

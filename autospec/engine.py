@@ -73,6 +73,8 @@ class AutoSpec:
         self.max_batch_size, self.seed, self.ngram_max_n = max_batch_size, seed, ngram_max_n
         if isinstance(cost_model, str):
             cost_model = CostModel.from_profile(cost_model)
+        if cost_model is not None:
+            check_profile_matches(cost_model, target)
         self.cost_model = cost_model
         self.controller = controller if not isinstance(controller, str) else build_controller(
             controller, max_spec_len=self.max_spec_len, cost_model=cost_model, seed=seed, **controller_options)
@@ -202,6 +204,17 @@ class AutoSpec:
         finally:
             bar.close()
         return records, None
+
+
+def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> None:
+    """A profile that records its target's shape must describe this target."""
+    shape = cost_model.profile.extra.get("target_shape")
+    if not shape:
+        return
+    actual = {k: getattr(target.config, k, None) for k in shape}
+    if actual != shape:
+        raise ValueError(f"profile {cost_model.name} was measured for a target with {shape}, but this target has "
+                         f"{actual}: profile this model pair with `autospec profile`")
 
 
 def as_request(item: Any, index: int, max_new_tokens: int) -> GenerationRequest:

@@ -13,7 +13,10 @@ Contract (`Drafter`):
 
 `ModelDrafter` wraps any HF causal LM with the target's vocabulary; `NgramDrafter` is prompt
 lookup (no model): the continuation of the most recent earlier occurrence of the row's last n
-tokens, n from `max_n` down to `min_n`.
+tokens, n from `max_n` down to `min_n`. A short match is a weak predictor (on SmolLM2's own
+greedy text a 1-gram match's first token was right 22% of the time, a 3-gram match's 77%, with
+3.4 of 8 tokens accepted), so `max_tokens_by_match` caps how many tokens a match of each length
+may propose (default: 1 for a 1-gram, 4 for a 2-gram, up to spec_len for longer).
 """
 from __future__ import annotations
 
@@ -67,10 +70,12 @@ class NgramDrafter:
 
     has_model = False
 
-    def __init__(self, max_n: int = 3, min_n: int = 1, device: str | torch.device = "cpu"):
+    def __init__(self, max_n: int = 3, min_n: int = 1, device: str | torch.device = "cpu",
+                 max_tokens_by_match: dict[int, int] | None = None):
         if not 1 <= min_n <= max_n:
             raise ValueError(f"ngram sizes must satisfy 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         self.max_n, self.min_n = max_n, min_n
+        self.max_tokens_by_match = {1: 1, 2: 4} if max_tokens_by_match is None else dict(max_tokens_by_match)
         self.device = torch.device(device)
         self.name = "ngram"
 
@@ -103,7 +108,7 @@ class NgramDrafter:
             hits = np.flatnonzero((windows == suffix).all(axis=1))
             if len(hits):
                 start = hits[-1] + n
-                return seq[start:start + k]
+                return seq[start:start + min(k, self.max_tokens_by_match.get(n, k))]
         return seq[:0]
 
 
@@ -119,7 +124,8 @@ class ModelDrafter:
         self.sampling = sampling
         self.generator = generator
         self.device = next(model.parameters()).device
-        self.cache = SlotCache(model.config.num_hidden_layers, rows_capacity, slots_capacity, self.device)
+        self.cache = SlotCache(model.config.num_hidden_layers, rows_capacity, slots_capacity, self.device,
+                               dtype=next(model.parameters()).dtype)
         self.cache_kw = forward_kwargs(model)
         self._fed_slots: list[int] = []   # cache slots holding the drafts fed in the last proposal
 

@@ -6,7 +6,9 @@ Contract (the `Backend` protocol plus serving):
   and admits arrived requests while fewer than `max_batch_size` rows run, prefilling them together.
 - `step(spec_len)` drafts up to `spec_len` tokens per row (never past a row's budget), verifies
   all rows in ONE target forward over a ragged KV cache (`SlotCache`), keeps every row's own
-  accepted drafts plus the target's bonus token, and returns the `StepRecord`. Greedy output is
+  accepted drafts plus the target's bonus token, and returns the `StepRecord`. The verified block
+  is as long as the longest real draft in the batch (a drafter that found nothing costs a plain
+  decode); the record keeps the chosen `spec_len` (the controller's arm) and the actual cost. Greedy output is
   the target's greedy output; sampling uses rejection sampling (see `sampling`).
 - Timing: one device synchronisation per step. On CUDA the split between draft and verify comes
   from CUDA events; on CPU from the host clock. `overhead_time_s` is the rest of the step
@@ -102,7 +104,8 @@ class HFBackend:
         self.max_batch_size, self.max_spec_len = max_batch_size, max_spec_len if drafter else 0
         self.device = next(target.parameters()).device
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
-        self.cache = SlotCache(target.config.num_hidden_layers, max_batch_size, slots_capacity, self.device)
+        self.cache = SlotCache(target.config.num_hidden_layers, max_batch_size, slots_capacity, self.device,
+                               dtype=next(target.parameters()).dtype)
         self.cache_kw = forward_kwargs(target)
         self.rows: list[_Row] = []
         self.queue: list[GenerationRequest] = []
@@ -225,7 +228,11 @@ class HFBackend:
         if spec_len == 0:
             empty = torch.empty(b, 0, dtype=torch.long, device=self.device)
             return Drafts(empty, torch.zeros(b, dtype=torch.long, device=self.device), None)
-        return self.drafter.propose([r.tokens for r in self.rows], spec_len, caps)
+        drafts = self.drafter.propose([r.tokens for r in self.rows], spec_len, caps)
+        if self.drafter.has_model:
+            return drafts
+        longest = int(drafts.num_drafts.max())                      # a host value: deterministic drafters only
+        return Drafts(drafts.tokens[:, :longest], drafts.num_drafts, None)
 
     def _verify(self, drafts: Drafts) -> tuple[torch.Tensor, torch.Tensor]:
         last = torch.tensor([r.tokens[-1] for r in self.rows], device=self.device)
@@ -241,9 +248,9 @@ class HFBackend:
     def _commit(self, spec_len: int, drafts: Drafts, accepted: torch.Tensor, accepted_list: list[int],
                 bonus_list: list[int]) -> StepRecord:
         """Keep accepted drafts + bonus per row in both caches; emit tokens; build the record."""
-        q = spec_len + 1
+        q = drafts.tokens.shape[1] + 1
         self.cache.commit(torch.arange(q, device=self.device)[None, :] < (accepted + 1)[:, None])
-        if self.drafter is not None and spec_len:
+        if self.drafter is not None and q > 1:
             self.drafter.accept(accepted)
         draft_rows = drafts.tokens.tolist()
         kept_accepted = bonus_rows = 0
@@ -259,7 +266,8 @@ class HFBackend:
                           num_draft_tokens=int(drafts.num_drafts.sum()), num_accepted_tokens=kept_accepted,
                           accepted_per_pos=tuple(per_pos), draft_time_s=0.0, verify_time_s=0.0, controller="",
                           num_bonus_tokens=bonus_rows,
-                          mean_context_len=sum(len(r.tokens) for r in self.rows) / len(self.rows))
+                          mean_context_len=sum(len(r.tokens) for r in self.rows) / len(self.rows),
+                          extra={"verify_q": q})
 
 
 def _truncate_at_eos(tokens: list[int], eos: set[int]) -> list[int]:

@@ -18,13 +18,23 @@ rotary embedding), so only the 4D mask and the per-row `position_ids` matter:
 
 The model sees this as a `transformers.Cache`: each layer's `update` writes the region set by the
 cache and returns only the slots in use (not the whole capacity).
+
+Two layout options matter to attention kernels on accelerators: `kv_align` pads the attended
+length up to a multiple (the padding slots are masked out), and `additive_mask` hands the model a
+0 / -inf float mask in its dtype instead of a boolean one. Defaults: $AUTOSPEC_KV_ALIGN (1) and
+$AUTOSPEC_ADDITIVE_MASK (0); neither changes results, only which kernels run.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+DEFAULT_KV_ALIGN = int(os.environ.get("AUTOSPEC_KV_ALIGN", "1"))
+DEFAULT_ADDITIVE_MASK = os.environ.get("AUTOSPEC_ADDITIVE_MASK", "0") == "1"
 
 
 @dataclass
@@ -32,6 +42,7 @@ class _Region:
     rows: slice          # rows fed in this forward
     write_at: int        # first slot written
     read_from: int       # first slot returned to attention
+    read_to: int = 0     # end of the slots returned (>= the written end when padded for alignment)
 
 
 class SlotLayer(CacheLayerMixin):
@@ -55,7 +66,8 @@ class SlotLayer(CacheLayerMixin):
         end = r.write_at + key_states.shape[-2]
         self.keys[r.rows, :, r.write_at:end] = key_states       # [rows, heads, q, dim]
         self.values[r.rows, :, r.write_at:end] = value_states
-        return self.keys[r.rows, :, r.read_from:end], self.values[r.rows, :, r.read_from:end]
+        stop = max(end, r.read_to)
+        return self.keys[r.rows, :, r.read_from:stop], self.values[r.rows, :, r.read_from:stop]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.owner.cursor + query_length, 0
@@ -93,7 +105,11 @@ class SlotLayer(CacheLayerMixin):
 
 
 class SlotCache(Cache):
-    def __init__(self, num_layers: int, rows_capacity: int, slots_capacity: int, device: torch.device | str):
+    def __init__(self, num_layers: int, rows_capacity: int, slots_capacity: int, device: torch.device | str,
+                 dtype: torch.dtype = torch.float32, kv_align: int = DEFAULT_KV_ALIGN,
+                 additive_mask: bool = DEFAULT_ADDITIVE_MASK):
+        self.kv_align, self.additive_mask, self.dtype = max(1, kv_align), additive_mask, dtype
+        slots_capacity = -(-slots_capacity // self.kv_align) * self.kv_align
         self.rows_capacity, self.slots_capacity = rows_capacity, slots_capacity
         self.device = torch.device(device)
         super().__init__(layers=[SlotLayer(self) for _ in range(num_layers)])
@@ -108,19 +124,29 @@ class SlotCache(Cache):
         """Make room for q new tokens per row; return (position_ids [b, q], mask [b, 1, q, cursor + q])."""
         self.reserve(q)
         b, c = self.num_rows, self.cursor
+        width = self._aligned(c + q)
         steps = torch.arange(q, device=self.device)
-        mask = torch.empty(b, q, c + q, dtype=torch.bool, device=self.device)
+        mask = torch.zeros(b, q, width, dtype=torch.bool, device=self.device)
         mask[:, :, :c] = self.valid[:b, None, :c]
         block = steps[:, None] >= steps[None, :]                                          # [q, q] causal
         if num_pad is None:
             position_ids = self.pos[:b, None] + steps[None, :]                            # [b, q]
-            mask[:, :, c:] = block
+            mask[:, :, c:c + q] = block
         else:
             position_ids = (self.pos[:b, None] + steps[None, :] - num_pad[:, None]).clamp(min=0)
             pad = steps[None, :] < num_pad[:, None]                                        # [b, q]
-            mask[:, :, c:] = (block[None] & ~pad[:, None, :]) | torch.eye(q, dtype=torch.bool, device=self.device)
-        self.region = _Region(slice(0, b), c, 0)
-        return position_ids, mask[:, None]
+            mask[:, :, c:c + q] = (block[None] & ~pad[:, None, :]) | torch.eye(q, dtype=torch.bool, device=self.device)
+        self.region = _Region(slice(0, b), c, 0, width)
+        return position_ids, self._as_model_mask(mask[:, None])
+
+    def _aligned(self, length: int) -> int:
+        return min(self.slots_capacity, -(-length // self.kv_align) * self.kv_align)
+
+    def _as_model_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Boolean [.., q, kv] -> the form the model is given (boolean, or additive 0 / -inf float)."""
+        if not self.additive_mask:
+            return mask
+        return torch.zeros(mask.shape, dtype=self.dtype, device=mask.device).masked_fill_(~mask, torch.finfo(self.dtype).min)
 
     def commit(self, keep: torch.Tensor) -> None:
         """After a decode forward of q tokens: keep [b, q] says which fed tokens become valid slots."""
@@ -146,13 +172,13 @@ class SlotCache(Cache):
         causal = steps[None, :, None] >= steps[None, None, :]
         mask = (causal & ~pad[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)[None]
         rows = slice(self.num_rows, self.num_rows + n)
-        self.region = _Region(rows, start, start)
+        self.region = _Region(rows, start, start, start + width)
         self.valid[rows] = False
         self.valid[rows, start:start + width] = ~pad
         self.pos[rows] = lengths_t
         self.num_rows += n
         self.cursor = max(self.cursor, start + width)
-        return position_ids, mask[:, None], pad
+        return position_ids, self._as_model_mask(mask[:, None]), pad
 
     def keep_rows(self, indices: list[int]) -> None:
         """Keep only these rows, moved to the front in this order."""
@@ -176,7 +202,8 @@ class SlotCache(Cache):
         self.compact()
         need = max(self.cursor + q, at_least)
         if need > self.slots_capacity:
-            self.grow(slots=max(need, int(self.slots_capacity * 1.5)))
+            grown = max(need, int(self.slots_capacity * 1.5))
+            self.grow(slots=-(-grown // self.kv_align) * self.kv_align)
 
     def compact(self) -> None:
         """Move each row's valid slots to the front (in their order); the cursor drops to the longest row."""

@@ -75,3 +75,8 @@ def test_a_draft_in_another_dtype_keeps_it_and_output_stays_exact(target):
     ref = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=-1,
                           pad_token_id=0)
     assert next(spec.draft.parameters()).dtype == torch.bfloat16 and torch.equal(out, ref)
+
+
+def test_a_profile_of_another_model_pair_is_refused(target):
+    with pytest.raises(ValueError, match="measured for a target with .*hidden_size': 576.*this target has"):
+        AutoSpec(target, "ngram", cost_model="cpu-smollm2-135m-ngram-bf16")

@@ -3,15 +3,20 @@ import pytest
 import torch
 
 from autospec import AutoSpec
-from tests.backends.tiny_models import CyclingController, mid_run_eos, ragged_batch, tiny_llama
+from tests.backends.tiny_models import DEVICES, CyclingController, mid_run_eos, ragged_batch, tiny_llama
 
 VOCAB = 97
 NEW = 24
 
 
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def pair():
-    return tiny_llama(layers=2, seed=0), tiny_llama(layers=1, seed=1)
+def pair(device):
+    return tiny_llama(layers=2, seed=0, device=device), tiny_llama(layers=1, seed=1, device=device)
 
 
 def reference(target, ids, mask, eos=None):
@@ -36,14 +41,14 @@ def check_all_spec_lens(target, draft, ids, mask, max_batch_size=16):
 @pytest.mark.parametrize("batch_size", range(1, 17))
 def test_draft_model_with_gqa(pair, batch_size):
     target, draft = pair
-    ids, mask = ragged_batch(batch_size, VOCAB, seed=batch_size)
+    ids, mask = ragged_batch(batch_size, VOCAB, seed=batch_size, device=target.device)
     check_all_spec_lens(target, draft, ids, mask)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 9, 16])
 def test_ngram_drafting(pair, batch_size):
     target, _ = pair
-    ids, mask = ragged_batch(batch_size, VOCAB, seed=100 + batch_size)
+    ids, mask = ragged_batch(batch_size, VOCAB, seed=100 + batch_size, device=target.device)
     spec = check_all_spec_lens(target, "ngram", ids, mask)
     assert sum(r.num_accepted_tokens for r in spec.records) > 0        # the drafter really proposed
 
@@ -51,7 +56,7 @@ def test_ngram_drafting(pair, batch_size):
 @pytest.mark.parametrize("batch_size", [1, 4, 16])
 def test_draft_equal_to_target_accepts_everything(pair, batch_size):
     target, _ = pair
-    ids, mask = ragged_batch(batch_size, VOCAB, seed=200 + batch_size)
+    ids, mask = ragged_batch(batch_size, VOCAB, seed=200 + batch_size, device=target.device)
     ref = reference(target, ids, mask, eos=-1)
     spec = AutoSpec(target, target, controller="fixed:5", max_batch_size=16)
     out = spec.generate(ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=-1, pad_token_id=0)
@@ -61,7 +66,7 @@ def test_draft_equal_to_target_accepts_everything(pair, batch_size):
 
 def test_more_rows_than_slots_run_by_continuous_batching(pair):
     target, draft = pair
-    ids, mask = ragged_batch(11, VOCAB, seed=7)
+    ids, mask = ragged_batch(11, VOCAB, seed=7, device=target.device)
     spec = check_all_spec_lens(target, draft, ids, mask, max_batch_size=3)
     assert max(r.batch_size for r in spec.records) == 3
 
@@ -70,7 +75,7 @@ def test_draft_cache_stays_consistent_after_plain_steps(pair):
     """Steps at spec_len 0 leave the draft behind; it catches up before proposing, so acceptance
     with draft = target stays perfect whatever the schedule."""
     target, _ = pair
-    ids, mask = ragged_batch(6, VOCAB, seed=3)
+    ids, mask = ragged_batch(6, VOCAB, seed=3, device=target.device)
 
     class Alternating(CyclingController):
         def choose(self, ctx):
@@ -85,7 +90,7 @@ def test_draft_cache_stays_consistent_after_plain_steps(pair):
 
 def test_records_describe_every_step(pair):
     target, draft = pair
-    ids, mask = ragged_batch(4, VOCAB, seed=5)
+    ids, mask = ragged_batch(4, VOCAB, seed=5, device=target.device)
     spec = AutoSpec(target, draft, controller="fixed:3", max_batch_size=4)
     out = spec.generate(ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=-1, pad_token_id=0)
     new_tokens = out.shape[0] * NEW

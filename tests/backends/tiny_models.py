@@ -1,19 +1,20 @@
 """Tiny random Llama-shaped models with grouped-query attention, and ragged left-padded batches."""
 import random
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def tiny_llama(layers: int = 2, seed: int = 0, vocab: int = 97, hidden: int = 64) -> LlamaForCausalLM:
+def tiny_llama(layers: int = 2, seed: int = 0, vocab: int = 97, hidden: int = 64, device: str = "cpu") -> LlamaForCausalLM:
     config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=512,
                          bos_token_id=1, eos_token_id=2, pad_token_id=0)
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval().to(device)
 
 
-def ragged_batch(batch_size: int, vocab: int, seed: int = 0, min_len: int = 1, max_len: int = 12):
+def ragged_batch(batch_size: int, vocab: int, seed: int = 0, min_len: int = 1, max_len: int = 12, device: str = "cpu"):
     """(input_ids [b, P], attention_mask [b, P]) left-padded, with repeated phrases (n-gram food)."""
     rng = random.Random(seed)
     prompts = []
@@ -27,7 +28,7 @@ def ragged_batch(batch_size: int, vocab: int, seed: int = 0, min_len: int = 1, m
     for i, p in enumerate(prompts):
         ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 class CyclingController:
@@ -61,3 +62,7 @@ def mid_run_eos(reference: torch.Tensor, prompt_width: int) -> int:
     rows = new.shape[0]
     good = [t for t, c in counts.items() if 0 < c < rows] or list(counts)
     return max(good, key=lambda t: (counts[t], -t))
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]

@@ -1,0 +1,239 @@
+"""`autospec plan`: the best spec_len per batch size from a profile, and its export to engines.
+
+Contract:
+- Acceptance comes from `--acceptance A` (i.i.d., in (0, 1)), else from `--from-run` (per-position
+  rates estimated from a run's step log), else from the profile's measured per-position rates;
+  with none of them the command says so.
+- `plan_rows` gives, per batch size, the spec_len with the highest modelled goodput, that goodput,
+  the speedup over spec_len 0 and the spec_lens within `margin` of the best (near-ties).
+  Batch sizes outside the profile's measured range are planned from the fitted model with a
+  logged warning.
+- `policy_ranges` turns the per-batch-size choice for every batch size 1..max_batch_size into
+  contiguous ranges and merges a range into its neighbour whenever the neighbour's spec_len is
+  within `margin` of the best goodput at every batch size of the range, so an engine never
+  flips spec_len between adjacent batch sizes for a gain smaller than the margin.
+- With `--from-run`, each row also shows the spec_len the online controller settled on (the
+  most frequent one over the last half of the steps at that batch size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from loguru import logger
+
+from autospec.cli import subcommand
+from autospec.cost_model import CostModel, validate_acceptance
+from autospec.export import ENGINES, ExportError, Ranges, check_ranges, to_sglang, to_trtllm, to_vllm, validate_file
+from autospec.types import StepRecord
+
+DEFAULT_MARGIN = 0.02
+
+
+@dataclass
+class PlanRow:
+    batch_size: int
+    spec_len: int
+    goodput_tps: float
+    plain_goodput_tps: float
+    near_best: list[int] = field(default_factory=list)
+    converged_spec_len: int | None = None
+
+    @property
+    def speedup(self) -> float:
+        return self.goodput_tps / self.plain_goodput_tps
+
+
+def acceptance_vector(acceptance: float | Sequence[float], max_spec_len: int) -> np.ndarray:
+    """[max_spec_len] per-position rates; a short list is extended with its last rate."""
+    if isinstance(acceptance, (int, float)):
+        return np.full(max_spec_len, validate_acceptance(float(acceptance)))
+    rates = [float(a) for a in acceptance]
+    if not rates:
+        raise ValueError("no per-position acceptance rates")
+    bad = [a for a in rates if not 0.0 <= a < 1.0]
+    if bad:
+        raise ValueError(f"per-position acceptance must lie in [0, 1), got {bad[0]}")
+    return np.array((rates + [rates[-1]] * max_spec_len)[:max_spec_len])
+
+
+def plan_rows(model: CostModel, acceptance: np.ndarray, batch_sizes: Sequence[int], max_spec_len: int,
+              margin: float = DEFAULT_MARGIN) -> list[PlanRow]:
+    _warn_outside(model, batch_sizes)
+    rows = []
+    for b in batch_sizes:
+        goodput = model.goodput_vector(b, max_spec_len, acceptance)
+        best = int(np.argmax(goodput))
+        near = [s for s, g in enumerate(goodput) if g >= (1 - margin) * goodput[best]]
+        rows.append(PlanRow(b, best, float(goodput[best]), float(goodput[0]), near))
+    return rows
+
+
+def _warn_outside(model: CostModel, batch_sizes: Sequence[int]) -> None:
+    measured = model.profile.batch_sizes
+    outside = [b for b in batch_sizes if b < measured[0] or b > measured[-1]]
+    if outside:
+        logger.warning(f"batch sizes {outside} are outside the measured {measured[0]}..{measured[-1]}: "
+                       "planned from the fitted model (extrapolated)")
+
+
+def policy_ranges(model: CostModel, acceptance: np.ndarray, max_batch_size: int, max_spec_len: int,
+                  margin: float = DEFAULT_MARGIN) -> Ranges:
+    """Contiguous (lo, hi, spec_len) ranges over 1..max_batch_size, with near-ties merged."""
+    goodput = np.array([model.goodput_vector(b, max_spec_len, acceptance) for b in range(1, max_batch_size + 1)])
+    best = goodput.argmax(axis=1)
+    ranges = _runs(best)
+    changed = True
+    while changed and len(ranges) > 1:
+        changed = False
+        for i, (lo, hi, k) in enumerate(ranges):
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(ranges) and _within(goodput[lo - 1:hi], ranges[j][2], margin):
+                    ranges[i] = (lo, hi, ranges[j][2])
+                    ranges = _runs_from_ranges(ranges)
+                    changed = True
+                    break
+            if changed:
+                break
+    return check_ranges(ranges)
+
+
+def _within(goodput: np.ndarray, spec_len: int, margin: float) -> bool:
+    """Is spec_len within margin of the best at every batch size of this block [rows, arms]?"""
+    return bool((goodput[:, spec_len] >= (1 - margin) * goodput.max(axis=1)).all())
+
+
+def _runs(values: np.ndarray) -> Ranges:
+    ranges: Ranges = []
+    for b, k in enumerate(values.tolist(), start=1):
+        if ranges and ranges[-1][2] == k:
+            ranges[-1] = (ranges[-1][0], b, k)
+        else:
+            ranges.append((b, b, k))
+    return ranges
+
+
+def _runs_from_ranges(ranges: Ranges) -> Ranges:
+    merged: Ranges = []
+    for lo, hi, k in ranges:
+        if merged and merged[-1][2] == k:
+            merged[-1] = (merged[-1][0], hi, k)
+        else:
+            merged.append((lo, hi, k))
+    return merged
+
+
+def converged_spec_lens(records: Sequence[StepRecord]) -> dict[int, int]:
+    """Per batch size: the most frequent spec_len over the last half of that batch size's steps."""
+    by_batch: dict[int, list[int]] = defaultdict(list)
+    for r in records:
+        by_batch[r.batch_size].append(r.spec_len)
+    return {b: Counter(s[len(s) // 2:]).most_common(1)[0][0] for b, s in by_batch.items()}
+
+
+def load_run_records(path: Path) -> list[StepRecord]:
+    from autospec.runs import STEPS_FILE, read_steps
+    return read_steps(path / STEPS_FILE if path.is_dir() else path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, help="shipped profile name or profile YAML")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--acceptance", type=float, help="i.i.d. acceptance rate in (0, 1)")
+    source.add_argument("--from-run", type=Path, help="a run folder or steps.jsonl: acceptance and converged spec_lens")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="rows to print (default: the profile's)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="export ranges up to here (default: largest measured)")
+    p.add_argument("--max-spec-len", type=int, default=8)
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="goodput margin for near-ties and range merging")
+    p.add_argument("--export", choices=ENGINES, default=None)
+    p.add_argument("--method", default="draft_model", help="vLLM speculative method written in the export")
+    p.add_argument("--draft-model", default=None, help="draft model name written in the vLLM export")
+    p.add_argument("--out", type=Path, default=None, help="write the export here (default: print it)")
+
+
+def resolve_acceptance(args: argparse.Namespace, model: CostModel) -> tuple[np.ndarray, list[StepRecord]]:
+    records: list[StepRecord] = []
+    if args.acceptance is not None:
+        return acceptance_vector(args.acceptance, args.max_spec_len), records
+    if args.from_run is not None:
+        from autospec.profiler import acceptance_from_records
+        records = load_run_records(args.from_run)
+        measured = acceptance_from_records(records, args.max_spec_len)
+        if not any(measured["trials_per_pos"]):
+            raise ValueError(f"run {args.from_run} never speculated: no acceptance to plan with; give --acceptance")
+        return acceptance_vector(measured["per_pos"], args.max_spec_len), records
+    if model.profile.acceptance_per_pos:
+        return acceptance_vector(model.profile.acceptance_per_pos, args.max_spec_len), records
+    raise ValueError(f"profile {model.name} has no measured acceptance: give --acceptance A or --from-run RUN")
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.margin < 0.5:
+        raise ValueError(f"--margin must be in [0, 0.5), got {args.margin}")
+    if not 1 <= args.max_spec_len <= 32:
+        raise ValueError(f"--max-spec-len must be in 1..32, got {args.max_spec_len}")
+    model = CostModel.from_profile(args.profile)
+    acceptance, records = resolve_acceptance(args, model)
+    batch_sizes = args.batch_sizes or (sorted({r.batch_size for r in records}) if records else model.profile.batch_sizes)
+    rows = plan_rows(model, acceptance, batch_sizes, args.max_spec_len, args.margin)
+    for b, s in converged_spec_lens(records).items():
+        for row in rows:
+            if row.batch_size == b:
+                row.converged_spec_len = s
+    print(format_plan(model, acceptance, rows))
+    if args.export:
+        print(write_export(args, model, acceptance))
+    return 0
+
+
+def format_plan(model: CostModel, acceptance: np.ndarray, rows: list[PlanRow]) -> str:
+    lines = [f"profile {model.name}; acceptance per position {np.round(acceptance, 3).tolist()}",
+             f"{'batch':>6}{'spec_len':>10}{'goodput tok/s':>15}{'vs spec_len 0':>15}{'near-best':>14}{'run chose':>11}"]
+    for r in rows:
+        chose = "" if r.converged_spec_len is None else str(r.converged_spec_len)
+        near = ",".join(map(str, r.near_best))
+        lines.append(f"{r.batch_size:>6}{r.spec_len:>10}{r.goodput_tps:>15.1f}{r.speedup:>14.2f}x{near:>14}{chose:>11}")
+    return "\n".join(lines)
+
+
+def write_export(args: argparse.Namespace, model: CostModel, acceptance: np.ndarray) -> str:
+    max_batch = args.max_batch_size or model.profile.batch_sizes[-1]
+    ranges = policy_ranges(model, acceptance, max_batch, args.max_spec_len, args.margin)
+    if args.export == "vllm":
+        document = to_vllm(ranges, method=args.method, model=args.draft_model)
+    elif args.export == "sglang":
+        near = {lo: plan_rows(model, acceptance, [lo], args.max_spec_len, args.margin)[0].near_best for lo, _, _ in ranges}
+        document = to_sglang(ranges, near)
+    else:
+        document = to_trtllm(ranges)
+    text = json.dumps(document, indent=1)
+    validate_file(text, args.export)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        return f"wrote {args.export} policy ({len(ranges)} ranges) to {args.out}"
+    return text
+
+
+def add_check_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path)
+    p.add_argument("--engine", choices=ENGINES, required=True)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    try:
+        result = validate_file(args.file.read_text(encoding="utf-8"), args.engine)
+    except ExportError as exc:
+        print(f"{args.file}: rejected for {args.engine}: {exc}")
+        return 1
+    print(f"{args.file}: valid {args.engine} policy: {result}")
+    return 0
+
+
+subcommand("plan")((add_arguments, run_plan))
+subcommand("check-export")((add_check_arguments, run_check))

@@ -1,0 +1,277 @@
+"""`autospec profile`: measure a target/draft pair on this machine and write a cost profile YAML.
+
+Contract:
+- The target's step time is measured for every (batch_size, q = 1..max_spec_len + 1), the draft's
+  for q = 1, 2, each as ONE forward over a KV cache of `context_len` tokens through the same ragged
+  cache the HF backend uses (so the numbers are what a step costs there). Measurement runs in
+  rounds, each visiting every cell once in a shuffled order, after warm-up rounds; a cell's value
+  is the median of its rounds, its spread the interquartile range. Slow drifts of the machine's
+  speed therefore spread over all cells instead of bending the surface.
+- Cells are ordered so that the ones a profile needs (target q = 1, 2 and draft q = 1 at every
+  batch size) come first: if `time_budget_s` runs out, the profile is still complete and the cost
+  model predicts the rest.
+- The draft's per-position acceptance is measured by running the HF backend greedily at spec_len =
+  max_spec_len on a prompt set (the shipped one by default).
+- The YAML records device, dtype, library versions, date, command, settings, every raw timing, the
+  target's shape (checked when the profile is used with a model) and the cost model's held-out
+  fit error.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autospec.cli import subcommand
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
+
+
+def model_shape(model: Any) -> dict[str, int]:
+    c = model.config
+    return {"hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers, "vocab_size": c.vocab_size}
+
+
+class CellTimer:
+    """Times one forward of `model` for (batch_size, q) cells over prefilled caches."""
+
+    def __init__(self, model: Any, batch_sizes: list[int], max_q: int, context_len: int, seed: int = 0):
+        import torch
+
+        from autospec.backends.drafters import forward_kwargs
+        from autospec.backends.kv_cache import SlotCache
+
+        self.model, self.torch = model, torch
+        self.device = next(model.parameters()).device
+        self.cache_kw = forward_kwargs(model)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.caches = {}
+        vocab = model.config.vocab_size
+        for b in batch_sizes:
+            cache = SlotCache(model.config.num_hidden_layers, b, context_len + max_q + 2, self.device,
+                              dtype=next(model.parameters()).dtype)
+            ids = torch.randint(3, vocab, (b, context_len), generator=self.generator).to(self.device)
+            position_ids, mask, _ = cache.prefill_inputs([context_len] * b)
+            self._forward(cache, ids, position_ids, mask, 1)
+            self.caches[b] = cache
+
+    def _forward(self, cache, ids, position_ids, mask, keep):
+        from autospec.backends.drafters import model_forward
+        with self.torch.inference_mode():
+            return model_forward(self.model, cache, ids, position_ids, mask, self.cache_kw, keep)
+
+    def time_ms(self, batch_size: int, q: int) -> float:
+        """One forward of q new tokens per row; the cache is left as it was (nothing committed)."""
+        cache = self.caches[batch_size]
+        ids = self.torch.randint(3, self.model.config.vocab_size, (batch_size, q), generator=self.generator).to(self.device)
+        position_ids, mask = cache.decode_inputs(q)
+        self._sync()
+        t0 = time.perf_counter()
+        self._forward(cache, ids, position_ids, mask, q)
+        self._sync()
+        return (time.perf_counter() - t0) * 1e3
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+
+def cell_order(batch_sizes: list[int], max_q: int, has_draft: bool) -> list[tuple[str, int, int]]:
+    """Cells the profile needs first, then the rest: (model, batch_size, q)."""
+    essential = [("target", b, q) for b in batch_sizes for q in (1, 2)]
+    if has_draft:
+        essential += [("draft", b, 1) for b in batch_sizes]
+    rest = [("target", b, q) for b in batch_sizes for q in range(3, max_q + 1)]
+    if has_draft:
+        rest += [("draft", b, 2) for b in batch_sizes]
+    return essential + rest
+
+
+def measure_cells(timers: dict[str, CellTimer], cells: list[tuple[str, int, int]], warmup: int, reps: int,
+                  budget_s: float, seed: int = 0) -> dict[tuple[str, int, int], list[float]]:
+    """Rounds over the cells in shuffled order; stops starting new cells when the budget is spent."""
+    from tqdm.auto import tqdm
+
+    rng = random.Random(seed)
+    samples: dict[tuple[str, int, int], list[float]] = {c: [] for c in cells}
+    start = time.perf_counter()
+    with tqdm(total=(warmup + reps) * len(cells), desc="profiling", unit="fwd") as bar:
+        for round_index in range(warmup + reps):
+            order = list(cells)
+            rng.shuffle(order)
+            for cell in order:
+                if time.perf_counter() - start > budget_s and cell not in cells[: essential_count(cells)]:
+                    bar.update(1)
+                    continue
+                ms = timers[cell[0]].time_ms(cell[1], cell[2])
+                if round_index >= warmup:
+                    samples[cell].append(ms)
+                bar.update(1)
+    return {c: v for c, v in samples.items() if v}
+
+
+def essential_count(cells: list[tuple[str, int, int]]) -> int:
+    return sum(1 for model, _, q in cells if q <= (2 if model == "target" else 1))
+
+
+def summarize_cells(samples: dict[tuple[str, int, int], list[float]], model: str):
+    """(median ms, IQR ms, raw) per (batch_size, q) of one model."""
+    median, spread, raw = {}, {}, {}
+    for (name, b, q), values in samples.items():
+        if name != model:
+            continue
+        median[(b, q)] = statistics.median(values)
+        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        spread[(b, q)] = quartiles[2] - quartiles[0]
+        raw[(b, q)] = [round(v, 4) for v in values]
+    return median, spread, raw
+
+
+def measure_acceptance(target: Any, draft: Any, tokenizer: Any, prompts: list[dict], max_spec_len: int,
+                       new_tokens: int) -> dict[str, Any]:
+    """Per-position conditional acceptance of greedy speculation at spec_len = max_spec_len."""
+    from autospec.engine import AutoSpec
+    from autospec.prompts import chat_token_ids
+
+    engine = AutoSpec(target, draft, controller=f"fixed:{max_spec_len}", max_spec_len=max_spec_len,
+                      max_batch_size=8)
+    ids = chat_token_ids(tokenizer, [p["prompt"] for p in prompts])
+    engine.serve(ids, max_new_tokens=new_tokens, eos_token_id=tokenizer.eos_token_id, progress=False)
+    return acceptance_from_records(engine.records, max_spec_len)
+
+
+def acceptance_from_records(records: list[Any], max_spec_len: int) -> dict[str, Any]:
+    """Per-position conditional acceptance (rows accepted at j / rows that reached j) from step records."""
+    trials, accepted = [0] * max_spec_len, [0] * max_spec_len
+    for r in records:
+        for j, (t, a) in enumerate(zip(r.trials_per_pos(), r.accepted_per_pos)):
+            if j < max_spec_len:
+                trials[j] += t
+                accepted[j] += a
+    rates = [a / t if t else None for a, t in zip(accepted, trials)]
+    last = next((r for r in rates if r is not None), 0.0)
+    filled = []
+    for r in rates:
+        last = r if r is not None else last
+        filled.append(round(last, 4))
+    return {"per_pos": filled, "trials_per_pos": trials, "steps": len(records)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="smollm2", help="'smollm2' (the embedded model) or a local HF checkpoint folder")
+    p.add_argument("--draft", default="first:4", help="'ngram', 'first:N' (target's first N layers), 'distilled' or a folder")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    p.add_argument("--max-spec-len", type=int, default=8)
+    p.add_argument("--context-len", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds over all cells")
+    p.add_argument("--reps", type=int, default=5, help="measured rounds over all cells")
+    p.add_argument("--time-budget", type=float, default=480.0, help="seconds for step timing (essential cells always run)")
+    p.add_argument("--prompts", type=Path, default=None, help="JSONL prompt file for acceptance (default: shipped)")
+    p.add_argument("--acceptance-tokens", type=int, default=48, help="new tokens per prompt when measuring acceptance")
+    p.add_argument("--name", default=None)
+    p.add_argument("--out", type=Path, required=True)
+
+
+def load_pair(args: argparse.Namespace):
+    import torch
+
+    from autospec.demo import make_draft
+
+    dtype = getattr(torch, args.dtype)
+    if args.target == "smollm2":
+        from autospec.models import load_smollm2
+        target, tokenizer = load_smollm2(dtype=dtype, device=args.device)
+        target_name = "smollm2-135m"
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        target = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype, local_files_only=True).to(args.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(args.target, local_files_only=True)
+        target_name = Path(args.target).name
+    if Path(args.draft).is_dir():
+        from transformers import AutoModelForCausalLM
+        draft = AutoModelForCausalLM.from_pretrained(args.draft, dtype=dtype, local_files_only=True).to(args.device).eval()
+    else:
+        draft = make_draft(args.draft, target)
+    return target, tokenizer, target_name, draft
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if any(b < 1 for b in args.batch_sizes) or not args.batch_sizes:
+        raise ValueError(f"--batch-sizes must be positive integers, got {args.batch_sizes}")
+    if not 1 <= args.max_spec_len <= 32:
+        raise ValueError(f"--max-spec-len must be in 1..32, got {args.max_spec_len}")
+    if args.context_len < 1 or args.reps < 1 or args.warmup < 0 or args.time_budget <= 0:
+        raise ValueError("--context-len and --reps must be >= 1, --warmup >= 0, --time-budget > 0")
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from autospec.cost_model import CostModel
+    from autospec.profiles import Profile
+    from autospec.prompts import load_prompts
+
+    check_args(args)
+    prompts = load_prompts(path=args.prompts)
+    started = time.time()
+    target, tokenizer, target_name, draft = load_pair(args)
+    draft_name = args.draft if isinstance(draft, str) or draft is None else f"{target_name}-{args.draft.replace(':', '')}"
+    batch_sizes = sorted(set(args.batch_sizes))
+    timers = {"target": CellTimer(target, batch_sizes, args.max_spec_len + 1, args.context_len)}
+    has_draft = not isinstance(draft, str)
+    if has_draft:
+        timers["draft"] = CellTimer(draft, batch_sizes, 2, args.context_len)
+    cells = cell_order(batch_sizes, args.max_spec_len + 1, has_draft)
+    samples = measure_cells(timers, cells, args.warmup, args.reps, args.time_budget)
+    target_ms, target_iqr, target_raw = summarize_cells(samples, "target")
+    draft_ms, draft_iqr, draft_raw = summarize_cells(samples, "draft")
+    acceptance = measure_acceptance(target, draft, tokenizer, prompts, args.max_spec_len, args.acceptance_tokens)
+    profile = Profile(
+        name=args.name or f"{platform.node() or 'host'}-{target_name}-{draft_name}-{args.dtype}",
+        target_model=target_name, draft_model=draft_name if has_draft else str(draft),
+        context_len=args.context_len, target_step_ms=target_ms, draft_step_ms=draft_ms,
+        provenance=provenance(args), acceptance_per_pos=tuple(acceptance["per_pos"]),
+        extra={"target_shape": model_shape(target),
+               "spread_ms": {"target": _nest(target_iqr), "draft": _nest(draft_iqr)},
+               "raw_ms": {"target": _nest(target_raw), "draft": _nest(draft_raw)},
+               "acceptance_detail": {k: v for k, v in acceptance.items() if k != "per_pos"}})
+    model = CostModel(profile)
+    fit = model.fit_error()
+    profile.provenance["fit_error"] = {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in fit.items()}
+    profile.provenance["wall_s"] = round(time.time() - started, 1)
+    profile.save(args.out)
+    print(f"wrote {args.out}: {len(target_ms)} target cells, {len(draft_ms)} draft cells, "
+          f"acceptance per position {acceptance['per_pos']}, in {profile.provenance['wall_s']} s")
+    for part, err in fit.items():
+        print(f"{part}: held-out MAPE {err['mape_pct']:.1f}% (max {err['max_ape_pct']:.1f}%) over {err['num_cells']} cells")
+    return 0
+
+
+def _nest(cells: dict[tuple[int, int], Any]) -> dict[int, dict[int, Any]]:
+    out: dict[int, dict[int, Any]] = {}
+    for (b, q), v in sorted(cells.items()):
+        out.setdefault(b, {})[q] = v
+    return out
+
+
+def provenance(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return {"device": device, "dtype": args.dtype, "torch": str(torch.__version__), "transformers": str(transformers.__version__),
+            "date": datetime.date.today().isoformat(), "command": "autospec " + " ".join(sys.argv[1:]),
+            "method": f"median of {args.reps} rounds (after {args.warmup} warm-up) of one forward per cell over a "
+                      f"{args.context_len}-token KV cache, cells shuffled per round",
+            "settings": {"batch_sizes": args.batch_sizes, "max_spec_len": args.max_spec_len,
+                         "time_budget_s": args.time_budget}}
+
+
+subcommand("profile")((add_arguments, run_profile))

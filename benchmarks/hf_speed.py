@@ -1,0 +1,136 @@
+"""Speed of the HF backend on the embedded model vs HF's own generate (issue 3, claim 3).
+
+    python benchmarks/hf_speed.py [--batch-sizes 1 2 4 8 16] [--new-tokens 64] [--reps 3]
+
+SmolLM2-135M-Instruct in bfloat16 on this CPU. Every batch size runs the same --num-prompts
+shipped prompts (one per category first), split into batches of that size, EOS suppressed so every
+row generates exactly --new-tokens tokens. Methods run in a random order in each
+round and each is compared with HF plain of the same round (paired ratios, median over rounds), so
+the host's slow drifts in speed cancel; one warm-up call of `auto` first (its online tuning):
+HF plain `generate`; HF assisted generation with prompt lookup (batch 1 only: HF refuses more);
+autospec with n-gram drafting at every fixed spec_len 0..8 and `auto`. Reported: median wall
+time, tokens/s, ratio to HF plain, tokens per target pass. Writes JSON and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from autospec.engine import AutoSpec
+from autospec.models import load_smollm2
+from autospec.prompts import chat_token_ids, load_prompts
+
+NO_EOS = -1
+
+
+def batches(tokenizer, size: int, num_prompts: int):
+    """The first num_prompts prompts, taking one category at a time, as left-padded batches of `size`."""
+    prompts = sorted(load_prompts(), key=lambda p: (int(p["id"].rsplit("-", 1)[1]), p["category"]))[:num_prompts]
+    # one prompt per category first: chat, code, math, qa, rewrite, summarize, then the next of each
+    rows = chat_token_ids(tokenizer, [p["prompt"] for p in prompts])
+    out = []
+    for i in range(0, len(rows), size):
+        enc = tokenizer.pad({"input_ids": rows[i:i + size]}, return_tensors="pt", padding=True)
+        out.append((enc["input_ids"], enc["attention_mask"]))
+    return out
+
+
+def methods(model, tokenizer, size: int, args):
+    groups = batches(tokenizer, size, max(size, args.num_prompts))
+    common = dict(max_new_tokens=args.new_tokens, eos_token_id=NO_EOS, pad_token_id=tokenizer.pad_token_id)
+
+    def hf(**extra):
+        return lambda: torch.cat([model.generate(input_ids=i, attention_mask=m, do_sample=False, **common, **extra)
+                                  .flatten() for i, m in groups])
+
+    out = {"hf_plain": (hf(), None)}
+    if size == 1:
+        for k in (3, 10):
+            out[f"hf_prompt_lookup_{k}"] = (hf(prompt_lookup_num_tokens=k), None)
+    for spec in [f"fixed:{k}" for k in range(9)] + ["auto"]:
+        engine = AutoSpec(model, "ngram", controller=spec, cost_model=args.profile, max_batch_size=max(16, size))
+        run = (lambda e=engine: torch.cat([e.generate(i, attention_mask=m, **common).flatten() for i, m in groups]))
+        out[spec] = (run, engine)
+    return out
+
+
+def measure(model, tokenizer, size: int, args) -> dict:
+    """Rounds of every method in random order; ratios to HF plain are paired within a round."""
+    runs = methods(model, tokenizer, size, args)
+    if args.methods:
+        keep = set(args.methods.split(",")) | {"hf_plain"}
+        runs = {k: v for k, v in runs.items() if k in keep}
+    runs["hf_plain"][0]()                                       # warm up torch
+    if "auto" in runs:
+        runs["auto"][0]()                                       # auto's online tuning starts here
+    learned = {name: len(engine.records) for name, (_, engine) in runs.items() if engine is not None}
+    rng = random.Random(size)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    outputs: dict[str, torch.Tensor] = {}
+    for _ in range(args.reps):
+        order = list(runs)
+        rng.shuffle(order)
+        for name in order:
+            t0 = time.perf_counter()
+            outputs[name] = runs[name][0]()
+            times[name].append(time.perf_counter() - t0)
+    tokens = max(size, args.num_prompts) * args.new_tokens
+    result = {}
+    for name, (_, engine) in runs.items():
+        ratios = [base / t for base, t in zip(times["hf_plain"], times[name])]
+        row = {"wall_s": statistics.median(times[name]), "tokens_per_s": tokens / statistics.median(times[name]),
+               "speedup_vs_hf_plain": statistics.median(ratios), "speedup_per_round": ratios,
+               "identical_to_hf_plain": bool(torch.equal(outputs[name], outputs["hf_plain"]))}
+        if engine is not None:
+            recs = engine.records[learned[name]:]
+            row["tokens_per_target_pass"] = sum(r.num_emitted_tokens for r in recs) / sum(r.batch_size for r in recs)
+            row["mean_spec_len"] = sum(r.spec_len for r in recs) / len(recs)
+        result[name] = row
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--methods", default=None, help="comma-separated subset of methods to run")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--num-prompts", type=int, default=6, help="prompts per batch size (at least the batch size)")
+    parser.add_argument("--profile", default="cpu-smollm2-135m-ngram-bf16", help="auto's cost-model prior")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hf_speed_cpu.json"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model, tokenizer = load_smollm2(dtype=torch.bfloat16)
+    t0 = time.time()
+    results = {}
+    for size in args.batch_sizes:
+        results[size] = measure(model, tokenizer, size, args)
+        print_table(size, results[size])
+    payload = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+               "command": " ".join(sys.argv), "model": "SmolLM2-135M-Instruct bfloat16", "drafter": "ngram (max_n 3)",
+               "new_tokens": args.new_tokens, "reps": args.reps, "wall_s": time.time() - t0, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def print_table(size: int, result: dict) -> None:
+    print(f"\nbatch {size}: {'method':<20}{'wall s':>8}{'tok/s':>8}{'vs HF':>7}{'tok/pass':>9}{'spec_len':>9}")
+    for name, row in result.items():
+        extra = f"{row.get('tokens_per_target_pass', float('nan')):>9.2f}{row.get('mean_spec_len', float('nan')):>9.2f}"
+        flag = "" if row["identical_to_hf_plain"] else "  (bf16 output differs from HF's)"
+        print(f"{'':>9}{name:<20}{row['wall_s']:>8.2f}{row['tokens_per_s']:>8.1f}{row['speedup_vs_hf_plain']:>7.2f}{extra}{flag}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The dashboard page, driven by streamlit.testing.v1.AppTest on fixture runs."""
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from autospec import RunWriter
+from tests.conftest import make_record
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+
+
+def write_run(root: Path, name: str, verify_time_s: float, spec_len: int, mtime: float, oracle: float | None = None):
+    w = RunWriter(name, {"controller": f"fixed:{spec_len}"}, runs_dir=root)
+    for i in range(20):
+        w.write(make_record(step=i, batch_size=4, spec_len=spec_len, accepted_per_pos=(3, 2, 1)[:spec_len],
+                            draft_time_s=0.0, verify_time_s=verify_time_s, oracle_goodput_tps=oracle))
+    w.write_scores(0, 4, {0: (100.0, 5.0), 1: (150.0, 10.0)})
+    w.close()
+    for f in w.dir.iterdir():
+        os.utime(f, (mtime, mtime))
+    return w.dir
+
+
+def expected_goodput(verify_time_s: float, spec_len: int) -> float:
+    tokens = sum((3, 2, 1)[:spec_len]) + 4
+    return tokens / verify_time_s
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOSPEC_RUNS_DIR", str(tmp_path))
+    write_run(tmp_path, "alpha", 0.010, 1, mtime=1_000_000, oracle=1000.0)
+    write_run(tmp_path, "beta", 0.020, 3, mtime=2_000_000)
+    return tmp_path
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_metrics_show_the_values_of_the_newest_run(runs):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert metric(at, "goodput (tokens/s)") == f"{expected_goodput(0.020, 3):,.1f}"
+    assert metric(at, "mean spec_len") == "3.00"
+    assert metric(at, "tokens per target pass") == f"{(6 + 4) / 4:.2f}"
+    assert metric(at, "regret vs oracle") == "n/a"
+
+
+def test_choosing_another_run_changes_the_metrics(runs):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.multiselect(key="runs_chosen").set_value(["alpha"]).run()
+    assert not at.exception
+    assert metric(at, "goodput (tokens/s)") == f"{expected_goodput(0.010, 1):,.1f}"
+    assert metric(at, "regret vs oracle") == f"{100 * (1 - expected_goodput(0.010, 1) / 1000.0):.1f}%"
+
+
+def test_two_runs_are_compared(runs):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.multiselect(key="runs_chosen").set_value(["beta", "alpha"]).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["run"]) == ["alpha", "beta"]
+
+
+def broken_run(root: Path, name: str, content: str | None) -> None:
+    d = root / name
+    d.mkdir()
+    (d / "run.json").write_text('{"name": "%s"}' % name)
+    if content is not None:
+        (d / "steps.jsonl").write_text(content)
+
+
+@pytest.mark.parametrize("content, message", [
+    (make_record(step=0).to_json() + "\n" + make_record(step=1).to_json()[:40], "last line is incomplete"),
+    ("", "steps.jsonl is empty"),
+    (None, "has no steps.jsonl"),
+    ('{"hello": "world"}\n' + make_record(step=0).to_json() + "\n", "not an autospec step record"),
+])
+def test_damaged_runs_show_a_clear_message_and_no_exception(tmp_path, monkeypatch, content, message):
+    monkeypatch.setenv("AUTOSPEC_RUNS_DIR", str(tmp_path))
+    broken_run(tmp_path, "damaged", content)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    shown = [e.value for e in (*at.info, *at.warning, *at.error)]
+    assert any(message in s for s in shown), shown
+
+
+def test_no_runs_says_how_to_start_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOSPEC_RUNS_DIR", str(tmp_path / "nothing"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and "No runs" in at.info[0].value

@@ -1,0 +1,81 @@
+"""The dashboard in a real headless Chromium: served by `streamlit run`, rendered, checked in the DOM."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from autospec.cli import main as cli
+from autospec.runs import read_steps
+from tests.dashboard.cdp import HeadlessChromium
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+CHARTS_READY = ("document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 4 && "
+                "document.querySelectorAll('[data-testid=stMetricValue]').length >= 5")
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium for this test")
+        pytest.skip("chromium not installed here (CI installs it)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout_s: float = 90) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"streamlit did not become healthy at {url}")
+
+
+@pytest.fixture
+def served_run(tmp_path):
+    assert cli(["simulate", "--batch-size", "24", "--acceptance", "0.7", "--steps", "600",
+                "--runs-dir", str(tmp_path), "--name", "browser-run"]) == 0
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
+                               "--server.address", "127.0.0.1", "--server.port", str(port),
+                               "--browser.gatherUsageStats", "false", "--", "--runs", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url)
+        yield url, tmp_path / "browser-run"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_page_renders_charts_and_the_headline_metric(served_run, tmp_path):
+    url, run_dir = served_run
+    browser = HeadlessChromium(chromium(), tmp_path / "chromium-profile", free_port())
+    try:
+        browser.open(url, CHARTS_READY)
+        dom = browser.dom()
+        shot = browser.screenshot(tmp_path / "dashboard.png")
+    finally:
+        browser.close()
+    records = read_steps(run_dir / "steps.jsonl")
+    goodput = sum(r.num_emitted_tokens for r in records) / sum(r.step_time_s for r in records)
+    assert f"{goodput:,.1f}" in dom                                     # the headline metric's value
+    assert dom.count("vega-embed") >= 4                                  # goodput, spec_len, acceptance, tokens/pass
+    assert "browser-run" in dom
+    assert shot.stat().st_size > 50_000

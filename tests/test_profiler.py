@@ -1,0 +1,53 @@
+"""`autospec profile`: timing cells, the budget, and the round trip profile -> plan -> engine file."""
+import json
+
+import pytest
+
+from autospec import CostModel, load_profile
+from autospec.cli import main
+from autospec.export import validate_vllm
+from autospec.profiler import CellTimer, cell_order, measure_cells, summarize_cells
+from tests.backends.tiny_models import tiny_llama
+
+
+def test_essential_cells_come_first_and_survive_an_exhausted_budget():
+    model = tiny_llama(layers=1)
+    timers = {"target": CellTimer(model, [1, 2], 4, context_len=8), "draft": CellTimer(model, [1, 2], 2, context_len=8)}
+    cells = cell_order([1, 2], 4, has_draft=True)
+    assert cells[:6] == [("target", 1, 1), ("target", 1, 2), ("target", 2, 1), ("target", 2, 2),
+                         ("draft", 1, 1), ("draft", 2, 1)]
+    samples = measure_cells(timers, cells, warmup=0, reps=2, budget_s=0.0)    # no time for optional cells
+    assert set(samples) == set(cells[:6]) and all(len(v) == 2 for v in samples.values())
+    median, spread, raw = summarize_cells(samples, "target")
+    assert set(median) == {(1, 1), (1, 2), (2, 1), (2, 2)} and all(v > 0 for v in median.values())
+
+
+def test_timing_leaves_the_cache_untouched():
+    model = tiny_llama(layers=1)
+    timer = CellTimer(model, [3], 4, context_len=10)
+    cache = timer.caches[3]
+    before = (cache.cursor, cache.valid.clone(), cache.pos.clone())
+    for q in (1, 4, 2):
+        timer.time_ms(3, q)
+    assert cache.cursor == before[0] and bool((cache.valid == before[1]).all()) and bool((cache.pos == before[2]).all())
+
+
+@pytest.mark.slow
+def test_profile_to_plan_to_engine_file_round_trip(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Repeat: one two three one two three"}\n{"prompt": "What is 2 + 2?"}\n')
+    out = tmp_path / "profile.yaml"
+    assert main(["profile", "--draft", "first:2", "--batch-sizes", "1", "2", "--max-spec-len", "3", "--reps", "2",
+                 "--warmup", "1", "--context-len", "32", "--acceptance-tokens", "8", "--prompts", str(prompts),
+                 "--out", str(out)]) == 0
+    profile = load_profile(out)
+    assert profile.provenance["dtype"] == "bfloat16" and "torch" in profile.provenance
+    assert profile.extra["target_shape"] == {"hidden_size": 576, "num_hidden_layers": 30, "vocab_size": 49152}
+    assert len(profile.acceptance_per_pos) == 3 and (1, 4) in profile.target_step_ms
+    assert "fit_error" in profile.provenance and len(profile.extra["raw_ms"]["target"][1][1]) == 2
+    assert CostModel(profile).step_time_s(2, 3) > 0
+    engine_file = tmp_path / "vllm.json"
+    assert main(["plan", "--profile", str(out), "--acceptance", "0.9", "--export", "vllm", "--out", str(engine_file)]) == 0
+    validate_vllm(json.loads(engine_file.read_text()))
+    assert main(["compare", "--profile", str(out), "--batch-size", "2", "--steps", "60",
+                 "--controllers", "auto,fixed:1"]) == 0               # the simulator accepts it too
