@@ -20,13 +20,20 @@ import numpy as np
 from autospec.cli import subcommand
 
 DEFAULT_CONTROLLERS = "fixed:0,fixed:2,fixed:4,auto"
-DEFAULT_PROFILE = "cpu-smollm2-135m-ngram-bf16"
+PROFILES_BY_DRAFT = {"ngram": "cpu-smollm2-135m-ngram-bf16", "distilled": "cpu-smollm2-135m-distilled-bf16"}
+
+
+def default_profile(draft: str) -> str | None:
+    """The shipped cost profile measured for this drafter with the embedded model (None: no prior)."""
+    from autospec.profiles import shipped_profiles
+    name = PROFILES_BY_DRAFT.get(draft)
+    return name if name in shipped_profiles() else None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controllers", default=DEFAULT_CONTROLLERS, help="comma-separated controller specs")
     p.add_argument("--draft", default="ngram", help="'ngram', 'distilled' (shipped draft) or 'first:N' layers")
-    p.add_argument("--profile", default=None, help=f"cost profile for the prior (default {DEFAULT_PROFILE} with ngram)")
+    p.add_argument("--profile", default=None, help="cost profile for the prior (default: the shipped one for the drafter)")
     p.add_argument("--num-requests", type=int, default=48)
     p.add_argument("--arrival-rate", type=float, default=6.0, help="requests per second (Poisson)")
     p.add_argument("--max-batch-size", type=int, default=16)
@@ -76,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from autospec.runs import RunWriter
 
     specs = check_specs(args.controllers.split(","))
-    profile = args.profile or (DEFAULT_PROFILE if args.draft == "ngram" else None)
+    profile = args.profile or default_profile(args.draft)
     model, tokenizer = load_smollm2(dtype=getattr(torch, args.dtype), device=args.device)
     draft = make_draft(args.draft, model)
     requests = build_requests(tokenizer, args.num_requests, args.arrival_rate, tuple(args.max_new_tokens), args.seed)

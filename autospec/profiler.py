@@ -180,21 +180,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
 
 
+def load_target(name: str, dtype_name: str, device: str):
+    """(model, tokenizer, short name): 'smollm2' is the embedded model, anything else a local folder."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    if name == "smollm2":
+        from autospec.models import load_smollm2
+        model, tokenizer = load_smollm2(dtype=dtype, device=device)
+        return model, tokenizer, "smollm2-135m"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    tokenizer.padding_side = "left"
+    return model, tokenizer, Path(name).name
+
+
 def load_pair(args: argparse.Namespace):
     import torch
 
     from autospec.demo import make_draft
 
     dtype = getattr(torch, args.dtype)
-    if args.target == "smollm2":
-        from autospec.models import load_smollm2
-        target, tokenizer = load_smollm2(dtype=dtype, device=args.device)
-        target_name = "smollm2-135m"
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        target = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype, local_files_only=True).to(args.device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(args.target, local_files_only=True)
-        target_name = Path(args.target).name
+    target, tokenizer, target_name = load_target(args.target, args.dtype, args.device)
     if Path(args.draft).is_dir():
         from transformers import AutoModelForCausalLM
         draft = AutoModelForCausalLM.from_pretrained(args.draft, dtype=dtype, local_files_only=True).to(args.device).eval()

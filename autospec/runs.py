@@ -109,18 +109,15 @@ class RunWriter:
 
 
 @dataclass
-class StepLogReader:
-    """Incremental reader of a steps.jsonl that may still be growing."""
+class JsonlTail:
+    """A byte offset into a growing JSONL file: yields only the lines completed since the last call."""
 
     path: Path
     offset: int = 0
-    line_no: int = 0
-    records: list[StepRecord] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
     pending_bytes: int = 0
 
-    def read_new(self) -> list[StepRecord]:
-        """Parse the lines completed since the last call; return the new records."""
+    def new_lines(self) -> list[bytes]:
+        """Complete new lines (without their newline); a half-written last line waits."""
         if not self.path.exists():
             return []
         with open(self.path, "rb") as f:
@@ -129,7 +126,29 @@ class StepLogReader:
         end = chunk.rfind(b"\n") + 1
         self.pending_bytes = len(chunk) - end
         self.offset += end
-        new = [r for r in map(self._parse, chunk[:end].splitlines()) if r is not None]
+        return chunk[:end].split(b"\n")[:-1]
+
+
+@dataclass
+class StepLogReader:
+    """Incremental reader of a steps.jsonl that may still be growing."""
+
+    path: Path
+    line_no: int = 0
+    records: list[StepRecord] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.tail = JsonlTail(self.path)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.tail.pending_bytes
+
+    def read_new(self) -> list[StepRecord]:
+        """Parse the lines completed since the last call; return the new records."""
+        new = [r for r in map(self._parse, self.tail.new_lines()) if r is not None]
         self.records.extend(new)
         return new
 

@@ -21,31 +21,12 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from autospec.runs import SCORES_FILE, STEPS_FILE, read_meta
+from autospec.runs import SCORES_FILE, STEPS_FILE, JsonlTail, read_meta
 from autospec.types import REQUIRED_FIELDS
 
 COLUMNS = ("step", "batch_size", "spec_len", "num_draft_tokens", "num_accepted_tokens", "step_time_s",
            "num_emitted_tokens", "oracle_goodput_tps", "time_s")
 MAX_POINTS = 300
-
-
-@dataclass
-class _Tail:
-    """Byte offset into a growing JSONL file; yields complete new lines only."""
-    path: Path
-    offset: int = 0
-    pending_bytes: int = 0
-
-    def new_lines(self) -> list[bytes]:
-        if not self.path.exists():
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read()
-        end = chunk.rfind(b"\n") + 1
-        self.pending_bytes = len(chunk) - end
-        self.offset += end
-        return [line for line in chunk[:end].split(b"\n") if line.strip()]
 
 
 @dataclass
@@ -60,8 +41,8 @@ class RunData:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
-        self._steps = _Tail(self.run_dir / STEPS_FILE)
-        self._scores = _Tail(self.run_dir / SCORES_FILE)
+        self._steps = JsonlTail(self.run_dir / STEPS_FILE)
+        self._scores = JsonlTail(self.run_dir / SCORES_FILE)
 
     @property
     def name(self) -> str:
@@ -76,8 +57,10 @@ class RunData:
 
     def refresh(self) -> int:
         """Read newly completed lines; return how many step records were added."""
-        added = sum(self._add_step(line) for line in self._steps.new_lines())
+        added = sum(self._add_step(line) for line in self._steps.new_lines() if line.strip())
         for line in self._scores.new_lines():
+            if not line.strip():
+                continue
             try:
                 self.scores.append(json.loads(line))
             except ValueError:

@@ -7,8 +7,9 @@ shipped prompts (one per category first), split into batches of that size, EOS s
 row generates exactly --new-tokens tokens. Methods run in a random order in each
 round and each is compared with HF plain of the same round (paired ratios, median over rounds), so
 the host's slow drifts in speed cancel; one warm-up call of `auto` first (its online tuning):
-HF plain `generate`; HF assisted generation with prompt lookup (batch 1 only: HF refuses more);
-autospec with n-gram drafting at every fixed spec_len 0..8 and `auto`. Reported: median wall
+HF plain `generate`; HF assisted generation with prompt lookup (batch 1 only: HF refuses more; with
+--draft ngram); autospec with the chosen drafter (--draft ngram | distilled | first:N) at every fixed
+spec_len 0..8 and `auto`. Reported: median wall
 time, tokens/s, ratio to HF plain, tokens per target pass. Writes JSON and prints a table.
 """
 from __future__ import annotations
@@ -52,11 +53,11 @@ def methods(model, tokenizer, size: int, args):
                                   .flatten() for i, m in groups])
 
     out = {"hf_plain": (hf(), None)}
-    if size == 1:
+    if size == 1 and args.draft == "ngram":
         for k in (3, 10):
             out[f"hf_prompt_lookup_{k}"] = (hf(prompt_lookup_num_tokens=k), None)
     for spec in [f"fixed:{k}" for k in range(9)] + ["auto"]:
-        engine = AutoSpec(model, "ngram", controller=spec, cost_model=args.profile, max_batch_size=max(16, size))
+        engine = AutoSpec(model, args.draft_model, controller=spec, cost_model=args.profile, max_batch_size=max(16, size))
         run = (lambda e=engine: torch.cat([e.generate(i, attention_mask=m, **common).flatten() for i, m in groups]))
         out[spec] = (run, engine)
     return out
@@ -104,18 +105,23 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--num-prompts", type=int, default=6, help="prompts per batch size (at least the batch size)")
-    parser.add_argument("--profile", default="cpu-smollm2-135m-ngram-bf16", help="auto's cost-model prior")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hf_speed_cpu.json"))
+    parser.add_argument("--draft", default="ngram", help="ngram | distilled | first:N")
+    parser.add_argument("--profile", default=None, help="auto's cost-model prior (default: the shipped one for the drafter)")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/hf_speed_cpu_<draft>.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tokenizer = load_smollm2(dtype=torch.bfloat16)
+    from autospec.demo import default_profile, make_draft
+    args.draft_model = make_draft(args.draft, model)
+    args.profile = args.profile or default_profile(args.draft)
     t0 = time.time()
     results = {}
     for size in args.batch_sizes:
         results[size] = measure(model, tokenizer, size, args)
         print_table(size, results[size])
+    args.out = args.out or Path(f"benchmarks/results/hf_speed_cpu_{args.draft.replace(':', '')}.json")
     payload = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
-               "command": " ".join(sys.argv), "model": "SmolLM2-135M-Instruct bfloat16", "drafter": "ngram (max_n 3)",
+               "command": " ".join(sys.argv), "model": "SmolLM2-135M-Instruct bfloat16", "drafter": args.draft, "prior_profile": args.profile,
                "new_tokens": args.new_tokens, "reps": args.reps, "wall_s": time.time() - t0, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))

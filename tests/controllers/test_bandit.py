@@ -3,7 +3,7 @@ import pytest
 
 from autospec import StepContext
 from autospec.controllers import ThompsonController, bucket_of
-from tests.conftest import make_record
+from tests.conftest import drive, make_record
 
 
 def test_batch_size_contexts_are_powers_of_two():
@@ -34,10 +34,5 @@ def test_discounting_forgets_old_acceptance(h200):
 
 def test_probes_after_a_run_of_plain_decoding(h200):
     c = ThompsonController(cost_model=h200, seed=0, probe_every=5, prior_acceptance=0.05)
-    ctx = StepContext(step=0, batch_size=256, max_spec_len=8)
-    chosen = []
-    for i in range(20):
-        s = c.choose(ctx)
-        chosen.append(s)
-        c.observe(make_record(batch_size=256, spec_len=s, accepted_per_pos=(5,) * s, step=i))
+    chosen = drive(c, batch_size=256, steps=20, accepted_at_each_pos=5)
     assert chosen.count(1) == 4 and chosen.count(0) == 16

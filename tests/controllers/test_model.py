@@ -2,7 +2,7 @@ import pytest
 
 from autospec import StepContext
 from autospec.controllers import ModelController
-from tests.conftest import make_record
+from tests.conftest import drive, make_record
 from tests.controllers.helpers import ratio_to_oracle
 
 
@@ -19,12 +19,7 @@ def test_argmax_of_the_cost_model_at_the_learned_acceptance(h200):
 
 def test_probes_spec_len_one_while_plain_decoding_wins(h200):
     c = ModelController(cost_model=h200, max_spec_len=8, probe_every=10, prior_acceptance=0.05)
-    ctx = StepContext(step=0, batch_size=256, max_spec_len=8)
-    chosen = []
-    for i in range(30):
-        s = c.choose(ctx)
-        chosen.append(s)
-        c.observe(make_record(batch_size=256, spec_len=s, accepted_per_pos=(10,) * s, step=i))
+    chosen = drive(c, batch_size=256, steps=30, accepted_at_each_pos=10)
     assert chosen.count(1) == 3 and set(chosen) == {0, 1}
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from autospec import StepContext
 from autospec.controllers import UCBController
+from tests.conftest import drive
 from tests.controllers.helpers import ratio_to_oracle
 
 
@@ -12,13 +12,7 @@ def test_close_to_the_oracle_with_the_model_prior(h200, batch_size, acceptance):
 
 def test_without_a_prior_it_tries_every_arm_first(h200):
     c = UCBController(cost_model=None, prior="none", max_spec_len=4)
-    from tests.conftest import make_record
-    ctx = StepContext(step=0, batch_size=4, max_spec_len=4)
-    tried = []
-    for i in range(5):
-        s = c.choose(ctx)
-        tried.append(s)
-        c.observe(make_record(batch_size=4, spec_len=s, accepted_per_pos=(2,) * s, step=i))
+    tried = drive(c, batch_size=4, steps=5, accepted_at_each_pos=2, max_spec_len=4)
     assert sorted(tried) == [0, 1, 2, 3, 4]
 
 
