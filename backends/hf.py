@@ -185,6 +185,7 @@ class HFBackend:
         keep = [i for i, r in enumerate(self.rows) if r.finish_reason is None]
         if len(keep) == len(self.rows):
             return
+        keep = SlotCache.fill_order(keep)
         for row in self.rows:
             if row.finish_reason is not None:
                 self._store_result(row)

@@ -89,10 +89,14 @@ class SlotLayer(CacheLayerMixin):
             setattr(self, name, new)
 
     def reorder(self, order: torch.Tensor, count: int) -> None:
-        """Rows `order` (a LongTensor) move to the front, in that order."""
-        if self.is_initialized and count:
-            self.keys[:count] = self.keys[order]
-            self.values[:count] = self.values[order]
+        """Rows `order` (a LongTensor) move to the front, in that order; rows already in place stay."""
+        if not self.is_initialized or not count:
+            return
+        dst = (order != torch.arange(count, device=order.device)).nonzero().flatten()
+        if len(dst):
+            src = order[dst]
+            self.keys[dst] = self.keys[src]
+            self.values[dst] = self.values[src]
 
     def gather_slots(self, slot_order: torch.Tensor) -> None:
         """Per row, reorder slots by `slot_order` [rows, slots] (compaction)."""
@@ -181,7 +185,8 @@ class SlotCache(Cache):
         return position_ids, self._as_model_mask(mask[:, None]), pad
 
     def keep_rows(self, indices: list[int]) -> None:
-        """Keep only these rows, moved to the front in this order."""
+        """Keep only these rows, moved to the front in this order (`fill_order` gives the order that
+        moves the fewest rows)."""
         order = torch.tensor(indices, dtype=torch.long, device=self.device)
         n = len(indices)
         for layer in self.layers:
@@ -193,6 +198,15 @@ class SlotCache(Cache):
         self.num_rows = n
         if n == 0:
             self.cursor = 0
+
+    @staticmethod
+    def fill_order(keep: list[int]) -> list[int]:
+        """The kept rows in an order that leaves rows already below len(keep) in place and fills
+        each freed slot with a kept row from above it (so a retirement copies only the moved rows)."""
+        n = len(keep)
+        staying = set(i for i in keep if i < n)
+        movers = iter(i for i in keep if i >= n)
+        return [j if j in staying else next(movers) for j in range(n)]
 
     # --- room -----------------------------------------------------------------------------
     def reserve(self, q: int, at_least: int = 0) -> None:
