@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ def make_draft(kind: str, target: Any):
     if kind.startswith("first:"):
         return truncated_draft(target, int(kind.split(":", 1)[1]))
     if kind == "distilled":
-        from autospec.distill import load_shipped_draft
+        from autospec.draft_model import load_shipped_draft
         return load_shipped_draft(target)
     raise ValueError(f"--draft must be ngram, distilled or first:N, got {kind!r}")
 

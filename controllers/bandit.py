@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from autospec.acceptance import AcceptanceEstimator
-from autospec.cost_model import CostModel, expected_tokens_vector
+from autospec.cost_model import CostModel
 from autospec.protocols import ArmScores
 from autospec.types import StepContext, StepRecord
 

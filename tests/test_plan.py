@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from autospec import CostModel
 from autospec.cli import main
 from autospec.export import validate_vllm
 from autospec.plan import acceptance_vector, converged_spec_lens, plan_rows, policy_ranges

@@ -19,7 +19,6 @@ def test_recovers_when_its_prior_is_another_machine(h200):
 
 def test_draws_differ_but_are_seeded(h200):
     ctx = StepContext(step=0, batch_size=8, max_spec_len=8)
-    picks = lambda seed: [ThompsonController(cost_model=h200, seed=seed).choose(ctx) for _ in range(1)]
     a = ThompsonController(cost_model=h200, seed=3)
     b = ThompsonController(cost_model=h200, seed=3)
     assert [a.choose(ctx) for _ in range(20)] == [b.choose(ctx) for _ in range(20)]
