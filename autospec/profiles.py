@@ -5,7 +5,10 @@ Contract:
   came from: device, dtype, library versions, date, command), `target: {model, step_ms}` and
   `draft: {model, step_ms}` where `step_ms[batch_size][q]` is the median milliseconds of ONE
   forward of `batch_size` rows with `q` new tokens each. `draft` may be `{model: ngram, step_ms: {}}`
-  for a drafter with no model cost. Optional: `acceptance: {per_pos: [...]}` and `spread_ms`.
+  for a drafter with no model cost. Optional: `acceptance: {per_pos: [...], coverage_per_pos: [...]}`
+  and `spread_ms`. `coverage_per_pos[j]` is the fraction of rows whose drafter proposed at least j + 1
+  tokens (n-gram lookup drafts only where the context repeats; absent means every row always drafts
+  spec_len tokens); the cost model uses it for the expected width of the verify block.
 - `load_profile(name_or_path)` takes a shipped name (see `shipped_profiles()`) or a path and
   validates everything before returning; every problem raises `ProfileError` naming it.
 - The target must have q = 1 and q = 2 at every measured batch size, and a model draft q = 1 at
@@ -40,6 +43,7 @@ class Profile:
     draft_step_ms: Cells
     provenance: dict[str, Any] = field(default_factory=dict)
     acceptance_per_pos: tuple[float, ...] | None = None
+    coverage_per_pos: tuple[float, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +63,8 @@ class Profile:
         }
         if self.acceptance_per_pos is not None:
             d["acceptance"] = {"per_pos": [float(a) for a in self.acceptance_per_pos]}
+        if self.coverage_per_pos is not None:
+            d.setdefault("acceptance", {})["coverage_per_pos"] = [float(c) for c in self.coverage_per_pos]
         d.update(self.extra)
         return d
 
@@ -118,7 +124,8 @@ def profile_from_dict(raw: Any, source: str = "<dict>") -> Profile:
         target_step_ms=_cells(target["step_ms"], "target.step_ms", source),
         draft_step_ms=_cells(draft["step_ms"], "draft.step_ms", source),
         provenance=dict(raw.get("provenance") or {}),
-        acceptance_per_pos=_acceptance(raw.get("acceptance"), source),
+        acceptance_per_pos=_rates(raw.get("acceptance"), "per_pos", source),
+        coverage_per_pos=_rates(raw.get("acceptance"), "coverage_per_pos", source),
         extra={k: v for k, v in raw.items() if k not in _KNOWN_KEYS},
     )
     _check_complete(profile, source)
@@ -178,13 +185,19 @@ def _ms(value: Any, what: str, source: str) -> float:
     return float(value)
 
 
-def _acceptance(section: Any, source: str) -> tuple[float, ...] | None:
-    if not section or section.get("per_pos") is None:
+def _rates(section: Any, key: str, source: str) -> tuple[float, ...] | None:
+    """acceptance.<key> as per-position rates in [0, 1]; None when absent."""
+    if not section or section.get(key) is None:
         return None
-    rates = tuple(float(a) for a in section["per_pos"])
+    if not isinstance(section, dict) or not isinstance(section[key], list) or not section[key]:
+        raise ProfileError(f"profile {source}: acceptance.{key} must be a non-empty list of rates")
+    try:
+        rates = tuple(float(a) for a in section[key])
+    except (TypeError, ValueError):
+        raise ProfileError(f"profile {source}: acceptance.{key} must hold numbers, got {section[key]!r}") from None
     bad = [a for a in rates if not 0.0 <= a <= 1.0]
     if bad:
-        raise ProfileError(f"profile {source}: acceptance.per_pos must lie in [0, 1], got {bad[0]}")
+        raise ProfileError(f"profile {source}: acceptance.{key} must lie in [0, 1], got {bad[0]}")
     return rates
 
 

@@ -263,12 +263,14 @@ class HFBackend:
             kept_accepted += min(k, len(emitted))
             bonus_rows += len(emitted) > k
         per_pos = [sum(1 for k in accepted_list if k > j) for j in range(spec_len)]
+        num_drafts = drafts.num_drafts.tolist()
+        drafted_per_pos = [sum(1 for d in num_drafts if d > j) for j in range(spec_len)]
         return StepRecord(step=self.step_index, batch_size=len(self.rows), spec_len=spec_len,
                           num_draft_tokens=int(drafts.num_drafts.sum()), num_accepted_tokens=kept_accepted,
                           accepted_per_pos=tuple(per_pos), draft_time_s=0.0, verify_time_s=0.0, controller="",
                           num_bonus_tokens=bonus_rows,
                           mean_context_len=sum(len(r.tokens) for r in self.rows) / len(self.rows),
-                          extra={"verify_q": q})
+                          extra={"verify_q": q, "rows_drafted_per_pos": drafted_per_pos})
 
 
 def _truncate_at_eos(tokens: list[int], eos: set[int]) -> list[int]:

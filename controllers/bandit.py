@@ -19,8 +19,10 @@ them into per-arm values for `choose`. Two kinds of arm statistics:
   (context, arm), every arm tried once per context before the policy's rule applies.
 
 Every statistic is discounted by a factor per step so the bandit tracks drift. Plain decoding
-(spec_len 0) teaches nothing about acceptance, so after `probe_every` consecutive steps at 0 the
-bandit plays spec_len 1 once: at most one step in `probe_every` pays for staying informed.
+(spec_len 0) teaches nothing about acceptance, so after a run of consecutive steps at 0 the
+bandit plays spec_len 1 once: the run is `probe_every` steps, or longer where the cost model says a
+spec_len-1 step costs much more than a plain one (large batches), so probing never costs more than
+`probe_cost_fraction` of the time (a probe 50% dearer than a plain step comes every 100 steps).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from autospec.protocols import ArmScores
 from autospec.types import StepContext, StepRecord
 
 from .base import NUM_BUCKETS, BaseController, bucket_of, check_float, check_int
-from .model import require_cost_model
+from .model import initial_acceptance, require_cost_model
 
 
 class DiscountedStats:
@@ -163,9 +165,10 @@ class BanditController(BaseController):
     """Statistics and bookkeeping shared by the UCB and Thompson-sampling policies."""
 
     def __init__(self, *, max_spec_len: int = 8, cost_model: CostModel | None = None, prior: str = "model",
-                 seed: int = 0, prior_acceptance: float = 0.6, acceptance_discount: float = 0.99,
+                 seed: int = 0, prior_acceptance: float | None = None, acceptance_discount: float = 0.99,
                  acceptance_max_trials: float = 400.0, time_discount: float = 0.998, cost_prior_scale: float = 1.0,
-                 machine_prior_std: float = 0.5, neighbour_weight: float = 0.25, probe_every: int = 25):
+                 machine_prior_std: float = 0.5, neighbour_weight: float = 0.25, probe_every: int = 25,
+                 probe_cost_fraction: float = 0.005):
         super().__init__(max_spec_len)
         if prior not in ("model", "none"):
             raise ValueError(f"prior must be 'model' or 'none', got {prior!r}")
@@ -175,9 +178,10 @@ class BanditController(BaseController):
         check_float("machine_prior_std", machine_prior_std, 0.0, 10.0, open_low=True)
         check_float("neighbour_weight", neighbour_weight, 0.0, 1.0)
         self.probe_every = check_int("probe_every", probe_every, 1)
+        self.probe_cost_fraction = check_float("probe_cost_fraction", probe_cost_fraction, 0.0, 1.0, open_low=True)
         self.prior = prior
         self.rng = np.random.default_rng(seed)
-        self.acceptance = AcceptanceEstimator(max(1, self.max_spec_len), prior_acceptance,
+        self.acceptance = AcceptanceEstimator(max(1, self.max_spec_len), initial_acceptance(prior_acceptance, cost_model),
                                               discount=acceptance_discount, max_trials=acceptance_max_trials)
         if prior == "model":
             cost_model = require_cost_model(cost_model, f"{type(self).__name__} with prior='model'")
@@ -193,7 +197,7 @@ class BanditController(BaseController):
             return 0
         values = self.model_values(ctx.batch_size) if self.prior == "model" else self.flat_values(ctx.batch_size)
         best = int(np.argmax(values))
-        if best == 0 and self._steps_at_zero + 1 >= self.probe_every:
+        if best == 0 and self._steps_at_zero + 1 >= self.probe_interval(ctx.batch_size):
             best = 1
         return self.clamp(best, ctx)
 
@@ -202,6 +206,14 @@ class BanditController(BaseController):
         self._steps_at_zero = self._steps_at_zero + 1 if record.spec_len == 0 else 0
         self.acceptance.observe(record)
         self.arms.observe(record)
+
+    def probe_interval(self, batch_size: int) -> int:
+        """Steps at spec_len 0 between two probes: `probe_every`, longer where a probe is dear."""
+        if not isinstance(self.arms, ModelArms):
+            return self.probe_every
+        times = self.arms.step_times(batch_size)
+        extra = max(0.0, times[1] / times[0] - 1.0)                  # a probe's extra cost, relative
+        return max(self.probe_every, math.ceil(extra / self.probe_cost_fraction))
 
     def _rates(self) -> list[float]:
         return self.acceptance.rates()[: self.max_spec_len]

@@ -16,6 +16,14 @@ from autospec.types import StepContext, StepRecord
 from .base import BaseController, check_float, check_int, register
 
 
+def initial_acceptance(prior_acceptance: float | None, cost_model: CostModel | None) -> float:
+    """The acceptance to start from: the one given, else the profile's measured first-position rate, else 0.6."""
+    if prior_acceptance is not None:
+        return prior_acceptance
+    measured = cost_model.profile.acceptance_per_pos if isinstance(cost_model, CostModel) else None
+    return min(0.95, max(0.02, measured[0])) if measured else 0.6
+
+
 def require_cost_model(cost_model: object, who: str) -> CostModel:
     if not isinstance(cost_model, CostModel):
         raise ValueError(f"{who} needs cost_model (a CostModel built from a profile), got {cost_model!r}")
@@ -24,14 +32,14 @@ def require_cost_model(cost_model: object, who: str) -> CostModel:
 
 @register("model")
 class ModelController(BaseController):
-    def __init__(self, *, cost_model: CostModel, max_spec_len: int = 8, prior_acceptance: float = 0.6,
+    def __init__(self, *, cost_model: CostModel, max_spec_len: int = 8, prior_acceptance: float | None = None,
                  discount: float = 0.99, max_trials: float = 400.0, probe_every: int = 25):
         super().__init__(max_spec_len)
         self.cost_model = require_cost_model(cost_model, "model controller")
         check_float("discount", discount, 0.0, 1.0, open_low=True)
         self.probe_every = check_int("probe_every", probe_every, 1)
-        self.acceptance = AcceptanceEstimator(max(1, self.max_spec_len), prior_acceptance, discount=discount,
-                                              max_trials=max_trials)
+        self.acceptance = AcceptanceEstimator(max(1, self.max_spec_len), initial_acceptance(prior_acceptance, cost_model),
+                                              discount=discount, max_trials=max_trials)
         self._steps_at_zero = 0
 
     def expected_goodput(self, batch_size: int) -> np.ndarray:

@@ -106,15 +106,15 @@ def show_run(run: viz.RunData) -> None:
     headline(run)
     left, right = st.columns(2)
     left.subheader("goodput over time")
-    left.altair_chart(viz.goodput_chart(df), use_container_width=True)
+    left.altair_chart(viz.goodput_chart(df), width="stretch")
     right.subheader("spec_len chosen per batch size")
-    right.altair_chart(viz.spec_len_chart(df, viz.best_spec_len_frame(run.meta(), df)), use_container_width=True)
+    right.altair_chart(viz.spec_len_chart(df, viz.best_spec_len_frame(run.meta(), df)), width="stretch")
     right.caption("circles: steps taken (size = count, colour = recency); red: the cost model's best spec_len")
     left, right = st.columns(2)
     left.subheader("acceptance per draft position")
-    left.altair_chart(viz.acceptance_chart(run.acceptance_per_pos()), use_container_width=True)
+    left.altair_chart(viz.acceptance_chart(run.acceptance_per_pos()), width="stretch")
     right.subheader("tokens per target pass")
-    right.altair_chart(viz.tokens_per_pass_chart(df), use_container_width=True)
+    right.altair_chart(viz.tokens_per_pass_chart(df), width="stretch")
     arms = viz.arm_values_frame(run.scores)
     if not arms.empty:
         st.subheader("the controller's arm values per batch-size context (mean ± std)")
@@ -136,7 +136,7 @@ def live(paths: list[Path]) -> None:
         st.header("comparison")
         frame = viz.comparison_frame(shown)
         st.dataframe(frame, hide_index=True)
-        st.altair_chart(viz.comparison_chart(frame), use_container_width=True)
+        st.altair_chart(viz.comparison_chart(frame), width="stretch")
 
 
 def main() -> None:

@@ -76,7 +76,7 @@ def speed(prompts: list[str], max_new_tokens: int, rounds: int) -> None:
         t0 = time.perf_counter()
         wrapped_loop(spec, tokenizer, batch, max_new_tokens)
         fast_s.append(time.perf_counter() - t0)
-    print(f"\nbfloat16, {len(prompts)} prompts x up to {max_new_tokens} new tokens, best of {rounds}: "
+    print(f"\nbfloat16, drafter: n-gram prompt lookup, {len(prompts)} prompts x up to {max_new_tokens} new tokens, best of {rounds}: "
           f"model.generate {min(plain_s):.2f} s, AutoSpec {min(fast_s):.2f} s -> speedup {min(plain_s) / min(fast_s):.2f}x")
     by_batch = defaultdict(Counter)
     for r in spec.records:

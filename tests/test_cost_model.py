@@ -83,8 +83,41 @@ def test_save_and_load_keep_the_table_and_provenance(tmp_path, h200):
 def test_a_drafter_without_a_model_costs_nothing():
     model = CostModel.from_profile("cpu-smollm2-135m-ngram-bf16")
     assert model.draft_time_s(8) == 0.0
-    assert model.step_time_s(8, 4) == model.target_time_s(8, 5)
+    assert model.step_time_s(8, 4) == model.verify_time_s(8, 4)
     assert math.isfinite(model.goodput_tps(8, 4, 0.3))
+
+
+def with_coverage(coverage):
+    raw = synthetic_profile()
+    raw["draft"] = {"model": "ngram", "step_ms": {}}
+    raw["acceptance"] = {"per_pos": [0.5], "coverage_per_pos": coverage}
+    return CostModel(profile_from_dict(raw))
+
+
+def test_draft_coverage_sets_the_expected_verify_width():
+    full, none = with_coverage([1.0]), with_coverage([0.0])
+    assert full.step_time_s(4, 3) == pytest.approx(full.target_time_s(4, 4))   # every row drafts 3
+    assert none.step_time_s(4, 3) == pytest.approx(none.target_time_s(4, 1))   # nobody drafts: q = 1
+    model = with_coverage([0.5, 0.1])
+    t = [model.target_time_s(4, q) for q in (1, 2, 3, 4)]
+    p1, p2 = 1 - 0.5**4, 1 - 0.9**4                                            # P(longest draft >= j) over 4 rows
+    expected = t[0] + p1 * (t[1] - t[0]) + p2 * (t[2] - t[1]) + p2 * (t[3] - t[2])
+    assert model.step_time_s(4, 3) == pytest.approx(expected)
+    relative_cost = [model.step_time_s(b, 3) / model.target_time_s(b, 1) for b in (1, 16)]
+    assert relative_cost[0] < relative_cost[1]                                 # more rows: a wider block more often
+
+
+def test_coverage_round_trips_through_yaml_and_rejects_bad_rates(tmp_path):
+    model = with_coverage([0.4, 0.1])
+    loaded = load_profile(model.save(tmp_path / "p.yaml"))
+    assert loaded.coverage_per_pos == (0.4, 0.1)
+    raw = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    raw["acceptance"]["coverage_per_pos"] = [0.4, 1.5]
+    with pytest.raises(ValueError, match="coverage_per_pos must lie in"):
+        profile_from_dict(raw)
+    raw["acceptance"]["coverage_per_pos"] = "high"
+    with pytest.raises(ValueError, match="coverage_per_pos must be a non-empty list"):
+        profile_from_dict(raw)
 
 
 def test_shipped_h200_profiles_record_their_provenance():

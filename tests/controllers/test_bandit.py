@@ -1,4 +1,6 @@
 """The statistics shared by the bandits: discounting, neighbour borrowing, the probe."""
+import math
+
 import pytest
 
 from autospec import StepContext
@@ -33,6 +35,30 @@ def test_discounting_forgets_old_acceptance(h200):
 
 
 def test_probes_after_a_run_of_plain_decoding(h200):
-    c = ThompsonController(cost_model=h200, seed=0, probe_every=5, prior_acceptance=0.05)
+    c = ThompsonController(cost_model=h200, seed=0, probe_every=5, prior_acceptance=0.05, probe_cost_fraction=1.0)
+    assert c.probe_interval(256) == 5                        # a probe's extra cost is within the budget
     chosen = drive(c, batch_size=256, steps=20, accepted_at_each_pos=5)
     assert chosen.count(1) == 4 and chosen.count(0) == 16
+
+
+def test_probes_are_rarer_where_they_are_dear(h200):
+    c = ThompsonController(cost_model=h200, seed=0, probe_every=5, prior_acceptance=0.05, probe_cost_fraction=0.01)
+    extra = h200.step_time_s(256, 1) / h200.step_time_s(256, 0) - 1.0
+    assert extra > 0.1 and c.probe_interval(256) == math.ceil(extra / 0.01)
+    chosen = drive(c, batch_size=256, steps=3 * c.probe_interval(256), accepted_at_each_pos=0)
+    assert chosen.count(1) == 3
+    probe_time = chosen.count(1) * h200.step_time_s(256, 1) - chosen.count(1) * h200.step_time_s(256, 0)
+    assert probe_time / (len(chosen) * h200.step_time_s(256, 0)) <= 0.01 + 1e-9
+
+
+def test_the_profiles_measured_acceptance_is_the_starting_estimate():
+    from autospec import CostModel
+    from autospec.controllers import build_controller
+
+    cpu = CostModel.from_profile("cpu-smollm2-135m-ngram-bf16")
+    first = cpu.profile.acceptance_per_pos[0]
+    for name in ("auto", "thompson", "ucb", "model"):
+        c = build_controller(name, max_spec_len=8, cost_model=cpu)
+        assert c.acceptance.rates()[0] == pytest.approx(first)
+    given = build_controller("auto", max_spec_len=8, cost_model=cpu, prior_acceptance=0.8)
+    assert given.acceptance.rates()[0] == pytest.approx(0.8)

@@ -18,6 +18,7 @@ CASES = [
     ("thompson", dict(neighbour_weight=2.0), "neighbour_weight"),
     ("thompson", dict(cost_prior_scale=0.0), "cost_prior_scale"),
     ("thompson", dict(probe_every=0), "probe_every"),
+    ("thompson", dict(probe_cost_fraction=0.0), "probe_cost_fraction"),
     ("auto", dict(acceptance_discount=0.0), "acceptance_discount"),
 ]
 
