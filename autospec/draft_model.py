@@ -24,6 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from autospec.backends.drafters import forward_kwargs
+from autospec.models import truncated_config
+
 CONFIG_FILE, WEIGHTS_FILE = "draft_config.json", "draft.safetensors"
 SHIPPED_DRAFT = "smollm2-135m-draft"
 
@@ -33,8 +36,6 @@ class DraftLM(nn.Module):
 
     def __init__(self, target: nn.Module, num_layers: int, vocab_subset: torch.Tensor | None = None):
         super().__init__()
-        from autospec.models import truncated_config
-
         config = truncated_config(target, num_layers)
         self.config = config
         device, dtype = target.device, target.dtype
@@ -47,7 +48,7 @@ class DraftLM(nn.Module):
         subset = vocab_subset if vocab_subset is not None else torch.arange(config.vocab_size)
         self.register_buffer("vocab_subset", subset.to(device=device, dtype=torch.long), persistent=False)
         self.model.embed_tokens.requires_grad_(False)
-        self._cache_kw = "cache" if "cache" in _params(self.model.forward) else "past_key_values"
+        self._cache_kw = forward_kwargs(self.model)
 
     @property
     def head_weight(self) -> torch.Tensor:
@@ -76,11 +77,6 @@ class DraftLM(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith("embed_tokens")}
-
-
-def _params(fn) -> set[str]:
-    import inspect
-    return set(inspect.signature(fn).parameters)
 
 
 def save_draft(draft: DraftLM, out: Path, record: dict[str, Any]) -> Path:

@@ -262,15 +262,18 @@ class HFBackend:
             row.finish_reason = self._finish_reason(row, emitted)
             kept_accepted += min(k, len(emitted))
             bonus_rows += len(emitted) > k
-        per_pos = [sum(1 for k in accepted_list if k > j) for j in range(spec_len)]
-        num_drafts = drafts.num_drafts.tolist()
-        drafted_per_pos = [sum(1 for d in num_drafts if d > j) for j in range(spec_len)]
+        num_drafts = drafts.num_drafts.tolist()                                # one copy serves both counts
         return StepRecord(step=self.step_index, batch_size=len(self.rows), spec_len=spec_len,
-                          num_draft_tokens=int(drafts.num_drafts.sum()), num_accepted_tokens=kept_accepted,
-                          accepted_per_pos=tuple(per_pos), draft_time_s=0.0, verify_time_s=0.0, controller="",
-                          num_bonus_tokens=bonus_rows,
+                          num_draft_tokens=sum(num_drafts), num_accepted_tokens=kept_accepted,
+                          accepted_per_pos=tuple(_rows_beyond(accepted_list, spec_len)), draft_time_s=0.0,
+                          verify_time_s=0.0, controller="", num_bonus_tokens=bonus_rows,
                           mean_context_len=sum(len(r.tokens) for r in self.rows) / len(self.rows),
-                          extra={"verify_q": q, "rows_drafted_per_pos": drafted_per_pos})
+                          extra={"verify_q": q, "rows_drafted_per_pos": _rows_beyond(num_drafts, spec_len)})
+
+
+def _rows_beyond(counts: list[int], spec_len: int) -> list[int]:
+    """[spec_len] how many rows have a count above j, for each position j."""
+    return [sum(1 for c in counts if c > j) for j in range(spec_len)]
 
 
 def _truncate_at_eos(tokens: list[int], eos: set[int]) -> list[int]:
