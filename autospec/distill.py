@@ -5,8 +5,8 @@ Contract:
   trained, over the target's frozen embedding and head, optionally restricted to the `vocab_size`
   tokens most frequent in the training text (on SmolLM2 the full 49k x 576 head is two thirds of
   a 4-layer draft's cost).
-- Training text is the target's continuations of a prompt set (one greedy and `samples` sampled
-  per prompt); the teacher signal is the target's top-`teacher_top_k` distribution at every
+- Training text is the target's continuations (by its own `generate`) of a prompt set (one greedy
+  and `samples` sampled per prompt); the teacher signal is the target's top-`teacher_top_k` distribution at every
   continuation position, from one teacher-forced forward per batch. The loss is the soft cross-
   entropy of the draft against that distribution (restricted to the draft's vocabulary).
 - `--out DIR` receives `checkpoint.pt` every `checkpoint_every` optimizer steps (`--resume`
@@ -60,47 +60,89 @@ MORE_TEMPLATES = ["Rewrite more formally: i think {t} is kinda cool tbh.", "Summ
                   "Write a bash command related to {t}.", "Tell me a joke about {t}."]
 MATH_TEMPLATES = ["What is {a} plus {b}?", "What is {a} minus {b}?", "What is {a} times {c}?", "Is {a} a prime number? Explain briefly.",
                   "If a book costs {c} dollars, how much do {b} books cost?"]
+# Slots for stories to summarize, questions to answer, code to write and requests to chat about.
+WHO = ["A young girl", "An old fisherman", "Two friends", "A tired teacher", "A lost tourist", "A new nurse", "A shy student",
+       "A farmer", "A retired pilot", "A street musician"]
+DID = ["finds a wallet on the bus", "misses the last train home", "plants a garden on a rooftop", "enters a baking contest",
+       "gets stuck in an elevator", "adopts a three-legged cat", "learns to swim at sixty", "fixes an old radio",
+       "organizes a neighbourhood cleanup", "writes a letter to a stranger"]
+THEN = ["and makes an unexpected friend", "but a storm changes everything", "and wins a small prize", "and learns to ask for help",
+        "and the whole town comes to watch", "but loses it all the next day"]
+CONCEPTS = ["photosynthesis", "inflation", "a leap year", "the speed of light", "DNA", "a vaccine", "gravity", "an earthquake",
+            "a compiler", "the stock market", "a rainbow", "the immune system", "democracy", "a black hole", "compound interest",
+            "the moon's phases", "recycling", "an allergy", "a password manager", "the Roman Empire"]
+QA_TEMPLATES = ["What is {c}?", "How does {c} work?", "Why is {c} important?", "Give a one-sentence definition of {c}.",
+                "What is a common misconception about {c}?"]
+CODE_TASKS = ["reverses a list", "counts the vowels in a string", "returns the largest of three numbers", "merges two sorted lists",
+              "checks whether a year is a leap year", "converts Celsius to Fahrenheit", "removes duplicates from a list",
+              "computes the n-th Fibonacci number", "finds the most common word in a text", "flattens a nested list",
+              "validates an email address", "sorts a list of dictionaries by a key"]
+CODE_TEMPLATES = ["Write a Python function that {k}.", "Write a JavaScript function that {k}.",
+                  "Explain how to write a function that {k}.", "Write a Python function that {k}, with a test."]
+CHAT_TEMPLATES = ["Can you give me advice about {t}?", "I'm nervous about {t}. Any tips?", "What is something surprising about {t}?",
+                  "Recommend a book or activity related to {t}.", "Hi! Tell me something fun about {t}."]
 
 
 def training_prompts(seed: int = 0) -> list[str]:
-    """The shipped training prompts, topic x template prompts, and arithmetic questions; shuffled."""
+    """The shipped training prompts, then generated ones (topic x template, stories to summarize,
+    concept questions, coding tasks, arithmetic), shuffled. Never the held-out prompts."""
     from autospec.prompts import load_prompts
     rng = random.Random(seed)
-    made = [template.format(t=topic) for template in TEMPLATES + MORE_TEMPLATES for topic in TOPICS]
+    made = [template.format(t=topic) for template in TEMPLATES + MORE_TEMPLATES + CHAT_TEMPLATES for topic in TOPICS]
+    made += [f"Summarize the story: {w} {d}, {t}." for w in WHO for d in DID for t in rng.sample(THEN, 2)]
+    made += [template.format(c=c) for template in QA_TEMPLATES for c in CONCEPTS]
+    made += [template.format(k=k) for template in CODE_TEMPLATES for k in CODE_TASKS]
     made += [rng.choice(MATH_TEMPLATES).format(a=rng.randint(11, 999), b=rng.randint(2, 99), c=rng.randint(2, 19))
-             for _ in range(60)]
+             for _ in range(150)]
     rng.shuffle(made)
-    return [p["prompt"] for p in load_prompts("train")] + made
+    heldout = {p["prompt"] for p in load_prompts("heldout")}
+    return [p["prompt"] for p in load_prompts("train")] + [p for p in made if p not in heldout]
 
 
+@torch.inference_mode()
 def generate_data(target, tokenizer, prompts: list[str], new_tokens: int, samples: int, batch_size: int,
                   top_k: int, token_budget: int, seed: int, serve_batch_size: int = 48) -> DistillData:
     """Target continuations (one greedy and `samples` sampled per prompt, until `token_budget`
-    tokens), generated by continuous batching with plain decoding, plus the teacher's top-k."""
-    from autospec.engine import AutoSpec
+    tokens) from the target's own `generate` on left-padded batches of `serve_batch_size` rows of
+    similar length, plus the teacher's top-k."""
+    from tqdm.auto import tqdm
+
     from autospec.prompts import chat_token_ids
 
     prompt_ids = chat_token_ids(tokenizer, prompts)
-    per_prompt = 1 + samples
-    wanted = min(len(prompts), -(-token_budget // (new_tokens * per_prompt // 2 + 1)))
-    engine = AutoSpec(target, None, controller="fixed:0", max_batch_size=serve_batch_size, seed=seed)
+    wanted = min(len(prompts), -(-token_budget // (new_tokens * (1 + samples) // 2 + 1)))
+    torch.manual_seed(seed)
     rows, masks = [], []
-    for do_sample, copies in ((False, 1), (True, samples)):
-        requests = [ids for ids in prompt_ids[:wanted] for _ in range(copies)]
-        if not requests:
-            continue
-        served = engine.serve(requests, max_new_tokens=new_tokens, eos_token_id=tokenizer.eos_token_id,
-                              do_sample=do_sample, top_p=0.95 if do_sample else None, progress=True)
-        for result in served.results:
-            full = result.prompt_ids + result.output_ids
-            m = torch.zeros(len(full), dtype=torch.bool)
-            m[len(result.prompt_ids) - 1: len(full) - 1] = True          # positions that predict a continuation
-            rows.append(full)
+    batches = [(chunk, do_sample) for do_sample, copies in ((False, 1), (True, samples))
+               for chunk in _length_batches([ids for ids in prompt_ids[:wanted] for _ in range(copies)], serve_batch_size)]
+    for chunk, do_sample in tqdm(batches, desc="generating data", unit="batch"):
+        for prompt, output in zip(chunk, _continue(target, tokenizer, chunk, new_tokens, do_sample)):
+            m = torch.zeros(len(prompt) + len(output), dtype=torch.bool)
+            m[len(prompt) - 1: len(prompt) + len(output) - 1] = True          # positions that predict a continuation
+            rows.append(prompt + output)
             masks.append(m)
     tokens, attention, loss_mask = _pad(rows, masks, tokenizer.pad_token_id)
     teacher_ids, teacher_logp = teacher_targets(target, tokens, attention, top_k, batch_size)
     return DistillData(tokens, attention, loss_mask, teacher_ids, teacher_logp,
                        {"prompts": wanted, "seed": seed, "sampled_per_prompt": samples})
+
+
+def _length_batches(requests: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Requests sorted by length and cut into batches of at most `size` (less padding per batch)."""
+    ordered = sorted(requests, key=len)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def _continue(target, tokenizer, prompts: list[list[int]], new_tokens: int, do_sample: bool) -> list[list[int]]:
+    """Each prompt's continuation by `target.generate`, up to and including its first EOS."""
+    eos = tokenizer.eos_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=target.device)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=target.device)
+    sampling = {"do_sample": True, "top_p": 0.95, "top_k": 0, "temperature": 1.0} if do_sample else {"do_sample": False}
+    out = target.generate(input_ids=ids, attention_mask=attention, max_new_tokens=new_tokens, eos_token_id=eos,
+                          pad_token_id=tokenizer.pad_token_id, **sampling)[:, width:].tolist()   # [n, <= new_tokens]
+    return [row[: row.index(eos) + 1] if eos in row else row for row in out]
 
 
 def _pad(rows: list[list[int]], masks: list[torch.Tensor], pad_id: int):
