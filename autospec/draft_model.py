@@ -2,8 +2,9 @@
 
 Contract:
 - `DraftLM` is the target's first `num_layers` decoder layers (its own copies) and final norm,
-  reading the target's embedding and output head (shared, frozen): the target's vocabulary by
-  construction. Its head may be restricted to a vocabulary subset (`vocab_subset`); tokens outside
+  reading the target's embedding and output head (shared, frozen; a subset head is a copy of its
+  rows, made once): the target's vocabulary by construction. Its head may be restricted to a
+  vocabulary subset (`vocab_subset`); tokens outside
   it get logit -inf, which greedy verification and rejection sampling both handle exactly. It
   answers the HF causal-LM call the backends make (`forward(input_ids, position_ids,
   attention_mask, cache=..., logits_to_keep=...)` -> `.logits` over the full vocabulary).
@@ -44,16 +45,14 @@ class DraftLM(nn.Module):
         for mine, theirs in zip(self.model.layers, target.model.layers):
             mine.load_state_dict(theirs.state_dict())
         self.model.norm.load_state_dict(target.model.norm.state_dict())
-        self._target_head = [target.lm_head]              # a list: not registered as a submodule
         subset = vocab_subset if vocab_subset is not None else torch.arange(config.vocab_size)
         self.register_buffer("vocab_subset", subset.to(device=device, dtype=torch.long), persistent=False)
+        head = target.lm_head.weight.detach()                              # [V, hidden], frozen
+        if len(subset) < config.vocab_size:
+            head = head[self.vocab_subset].clone()                          # [subset, hidden]: gathered once, not per token
+        self.register_buffer("head_weight", head, persistent=False)
         self.model.embed_tokens.requires_grad_(False)
         self._cache_kw = forward_kwargs(self.model)
-
-    @property
-    def head_weight(self) -> torch.Tensor:
-        """[subset, hidden] rows of the target's (frozen) output head."""
-        return self._target_head[0].weight.detach()[self.vocab_subset]
 
     def hidden(self, input_ids, position_ids=None, attention_mask=None, cache=None, use_cache=False):
         out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
@@ -64,10 +63,12 @@ class DraftLM(nn.Module):
         return hidden @ self.head_weight.T                                # [b, q, subset]
 
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, cache=None, past_key_values=None,
-                use_cache=True, logits_to_keep: int = 0, **_: Any):
+                use_cache=True, logits_to_keep: int | torch.Tensor = 0, **_: Any):
         h = self.hidden(input_ids, position_ids, attention_mask, cache if cache is not None else past_key_values, use_cache)
-        if logits_to_keep:
-            h = h[:, -logits_to_keep:]
+        if isinstance(logits_to_keep, torch.Tensor):
+            h = h[:, logits_to_keep]                                        # [b, len(keep), hidden], a copy
+        elif logits_to_keep:
+            h = h[:, -logits_to_keep:].contiguous()      # a strided slice sends CPU bf16 matmuls down a ~100x slower path
         small = self.subset_logits(h)
         if len(self.vocab_subset) == self.config.vocab_size:
             return SimpleNamespace(logits=small)

@@ -148,7 +148,9 @@ def measure_acceptance(target: Any, draft: Any, tokenizer: Any, prompts: list[di
 
 def acceptance_from_records(records: list[Any], max_spec_len: int) -> dict[str, Any]:
     """Per-position conditional acceptance from step records: rows accepted at j over rows that reached j,
-    with the Jeffreys prior (+0.5, +1) so a position seen a few times never reads as certain."""
+    with the Jeffreys prior (+0.5, +1) so a position seen a few times never reads as certain; and
+    `per_token`, all positions pooled (accepted drafts over drafts that were reached: the i.i.d.
+    acceptance rate's maximum-likelihood estimate)."""
     trials, accepted = [0] * max_spec_len, [0] * max_spec_len
     for r in records:
         for j, (t, a) in enumerate(zip(r.trials_per_pos(), r.accepted_per_pos)):
@@ -161,7 +163,8 @@ def acceptance_from_records(records: list[Any], max_spec_len: int) -> dict[str, 
     for r in rates:
         last = r if r is not None else last
         filled.append(round(last, 4))
-    return {"per_pos": filled, "trials_per_pos": trials, "steps": len(records),
+    return {"per_pos": filled, "trials_per_pos": trials, "accepted_per_pos": accepted, "steps": len(records),
+            "per_token": round(sum(accepted) / sum(trials), 4) if sum(trials) else None,
             "coverage_per_pos": draft_coverage(records, max_spec_len)}
 
 

@@ -107,8 +107,15 @@ class ModelArms:
         self._last = None
 
     def correction(self, batch_size: int) -> tuple[list[float], list[float]]:
-        """Posterior (mean, std) [arms] of log(measured / modelled step time) at a batch size.
+        """Posterior (mean, std) [arms] of log(measured / modelled step time) at a batch size."""
+        mean, own_std, shared_std = self.correction_parts(batch_size)
+        return mean, [math.sqrt(o * o + c * c) for o, c in zip(own_std, shared_std)]
 
+    def correction_parts(self, batch_size: int) -> tuple[list[float], list[float], list[float]]:
+        """(mean, own std, shared std) [arms] of log(measured / modelled step time) at a batch size.
+
+        An arm's correction is mean + own_std * z_arm + shared_std * z_m: z_arm its own, z_m the
+        context level m's, common to every arm (a joint draw moves unmeasured arms together).
         Plain floats over the arms: a step's choose + observe must stay within tens of microseconds.
         """
         n, total = (a.tolist() for a in self.log_time.pooled(bucket_of(batch_size)))
@@ -121,13 +128,14 @@ class ModelArms:
                 w_sum, wm_sum = w_sum + w, wm_sum + w * tk / nk
         m_var = 1.0 / (1.0 / self.machine_var + w_sum)
         m = wm_sum * m_var
-        mean, std = [], []
+        mean, own_std, shared_std = [], [], []
         for nk, tk, pv in zip(n, total, prior_var):      # each arm about m
             precision = 1.0 / pv + nk / noise_var
             mean.append((m / pv + tk / noise_var) / precision)
-            std.append(math.sqrt(1.0 / precision + m_var / (1.0 + nk * pv / noise_var) ** 2))
+            own_std.append(math.sqrt(1.0 / precision))
+            shared_std.append(math.sqrt(m_var) / (1.0 + nk * pv / noise_var))
         self._last = (batch_size, mean)
-        return mean, std
+        return mean, own_std, shared_std
 
     def values(self, batch_size: int, rates: list[float], log_correction: list[float]) -> np.ndarray:
         """[arms] goodput b * E[tokens](rates) / (T_model * exp(log_correction))."""
