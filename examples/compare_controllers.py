@@ -2,7 +2,8 @@
 
     python examples/compare_controllers.py [--smoke] [--skip-real]
 
-(a) The embedded SmolLM2-135M (bfloat16, this CPU) with n-gram drafting: the same continuous-
+(a) The embedded SmolLM2-135M (bfloat16, this CPU) with its shipped distilled draft (`--draft
+    ngram` for prompt lookup; the distilled draft measured faster here): the same continuous-
     batching workload (shipped prompts, Poisson arrivals, up to 8 rows) under fixed spec_len 0..8,
     the paper's table, `model`, `ucb`, `thompson` and `auto`; goodput per batch size from the
     step records.
@@ -40,18 +41,19 @@ def goodput_by_batch(records) -> dict[int, float]:
     return {b: tokens[b] / time_s[b] for b in sorted(tokens)}
 
 
-def real_part(specs: list[str], num_requests: int, budget: tuple[int, int]) -> dict[str, dict]:
+def real_part(specs: list[str], num_requests: int, budget: tuple[int, int], draft_kind: str) -> dict[str, dict]:
     import torch
 
-    from autospec.demo import build_requests
+    from autospec.demo import build_requests, default_profile, make_draft
     from autospec.engine import AutoSpec
     from autospec.models import load_smollm2
 
     model, tokenizer = load_smollm2(dtype=torch.bfloat16)
+    draft = make_draft(draft_kind, model)
     requests = build_requests(tokenizer, num_requests, 8.0, budget, seed=2)
     out = {}
     for spec in specs:
-        engine = AutoSpec(model, "ngram", controller=spec, cost_model="cpu-smollm2-135m-ngram-bf16", max_batch_size=8)
+        engine = AutoSpec(model, draft, controller=spec, cost_model=default_profile(draft_kind), max_batch_size=8)
         served = engine.serve(requests, eos_token_id=tokenizer.eos_token_id, progress=False)
         out[spec] = {"throughput_tps": served.throughput_tps, "goodput_tps": served.summary["goodput_tps"],
                      "mean_spec_len": served.summary["mean_spec_len"], "by_batch": goodput_by_batch(served.records)}
@@ -94,13 +96,13 @@ def sim_figure(sim: dict, specs: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def real_figure(real: dict, path: Path) -> None:
+def real_figure(real: dict, path: Path, draft_kind: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     sizes = sorted({b for v in real.values() for b in v["by_batch"]})
     for spec, v in real.items():
         style = {"lw": 2.5, "color": "black"} if spec == "auto" else {"lw": 1, "alpha": 0.7}
         ax.plot(sizes, [v["by_batch"].get(b, np.nan) for b in sizes], marker="o", label=spec, **style)
-    ax.set(title="SmolLM2-135M bf16 + n-gram, this CPU: goodput per batch size", xlabel="batch size",
+    ax.set(title=f"SmolLM2-135M bf16 + {draft_kind} draft, this CPU: goodput per batch size", xlabel="batch size",
            ylabel="goodput (tokens/s)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -112,16 +114,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a small version, to check it runs (CI)")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--draft", default="distilled", help="drafter of the real part: distilled (shipped draft) or ngram")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args()
     t0 = time.time()
     fixed = [f"fixed:{k}" for k in range(9)]
     specs = ["fixed:0", "fixed:3", "auto"] if args.smoke else fixed + ADAPTIVE
     if not args.skip_real:
-        print("(a) SmolLM2-135M, bf16, n-gram drafting, this CPU:")
-        real = real_part(specs, 3 if args.smoke else 12, (6, 10) if args.smoke else (24, 40))
+        print(f"(a) SmolLM2-135M, bf16, drafter: {args.draft}, this CPU:")
+        real = real_part(specs, 3 if args.smoke else 12, (6, 10) if args.smoke else (24, 40), args.draft)
         if not args.smoke:
-            real_figure(real, args.docs / "compare_controllers_cpu.png")
+            real_figure(real, args.docs / "compare_controllers_cpu.png", args.draft)
     print("(b) simulated H200 profiles:")
     sim = sim_part(specs, [1, 16, 256] if args.smoke else [1, 4, 16, 64, 256], 200 if args.smoke else 1500)
     print_sim(sim, specs)

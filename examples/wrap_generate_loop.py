@@ -3,8 +3,9 @@
     python examples/wrap_generate_loop.py [--smoke]
 
 The ordinary loop is: tokenizer -> a batch of chat prompts -> model.generate(greedy) -> decode.
-Wrapping it is one line: `spec = AutoSpec(model, draft="ngram")`, then `spec.generate(...)` with
-the same arguments. The example runs both twice:
+Wrapping it is one line: `spec = AutoSpec(model, draft)`, then `spec.generate(...)` with the
+same arguments; `draft` is a draft model sharing the vocabulary (here the shipped distilled
+SmolLM2 draft, `--draft ngram` for prompt lookup, no second model). The example runs both twice:
 1. in float32, where speculative greedy decoding is token-identical to the model's own: it prints
    both outputs and checks they match;
 2. in bfloat16 (the fast path on a CPU), timing both and printing the speedup and the spec_len
@@ -21,6 +22,7 @@ from collections import Counter, defaultdict
 import torch
 
 from autospec import AutoSpec
+from autospec.demo import default_profile, make_draft
 from autospec.models import load_smollm2
 from autospec.prompts import load_prompts
 
@@ -50,11 +52,11 @@ def texts(tokenizer, out, batch):
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def exactness(prompts: list[str], max_new_tokens: int) -> bool:
+def exactness(prompts: list[str], max_new_tokens: int, draft_kind: str) -> bool:
     model, tokenizer = load_smollm2(dtype=torch.float32)
     batch = encode(tokenizer, prompts)
     plain = ordinary_loop(model, tokenizer, batch, max_new_tokens)
-    spec = AutoSpec(model, draft="ngram")
+    spec = AutoSpec(model, make_draft(draft_kind, model))
     fast = wrapped_loop(spec, tokenizer, batch, max_new_tokens)
     same = torch.equal(plain, fast)
     for prompt, a, b in zip(prompts, texts(tokenizer, plain, batch), texts(tokenizer, fast, batch)):
@@ -63,10 +65,10 @@ def exactness(prompts: list[str], max_new_tokens: int) -> bool:
     return same
 
 
-def speed(prompts: list[str], max_new_tokens: int, rounds: int) -> None:
+def speed(prompts: list[str], max_new_tokens: int, rounds: int, draft_kind: str) -> None:
     model, tokenizer = load_smollm2(dtype=torch.bfloat16)
     batch = encode(tokenizer, prompts)
-    spec = AutoSpec(model, draft="ngram", controller="auto", cost_model="cpu-smollm2-135m-ngram-bf16")
+    spec = AutoSpec(model, make_draft(draft_kind, model), controller="auto", cost_model=default_profile(draft_kind))
     wrapped_loop(spec, tokenizer, batch, max_new_tokens)                 # auto's first tuning round
     plain_s, fast_s = [], []
     for _ in range(rounds):
@@ -76,7 +78,7 @@ def speed(prompts: list[str], max_new_tokens: int, rounds: int) -> None:
         t0 = time.perf_counter()
         wrapped_loop(spec, tokenizer, batch, max_new_tokens)
         fast_s.append(time.perf_counter() - t0)
-    print(f"\nbfloat16, drafter: n-gram prompt lookup, {len(prompts)} prompts x up to {max_new_tokens} new tokens, best of {rounds}: "
+    print(f"\nbfloat16, drafter: {draft_kind}, {len(prompts)} prompts x up to {max_new_tokens} new tokens, best of {rounds}: "
           f"model.generate {min(plain_s):.2f} s, AutoSpec {min(fast_s):.2f} s -> speedup {min(plain_s) / min(fast_s):.2f}x")
     by_batch = defaultdict(Counter)
     for r in spec.records:
@@ -89,10 +91,12 @@ def speed(prompts: list[str], max_new_tokens: int, rounds: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="2 prompts, few tokens (CI)")
+    parser.add_argument("--draft", default="distilled", help="distilled (the shipped draft) or ngram")
     args = parser.parse_args()
+    print(f"drafter: {args.draft}")
     prompts = PROMPTS[:2] if args.smoke else PROMPTS + [p["prompt"] for p in load_prompts("heldout")][:4]
-    identical = exactness(prompts[:2] if args.smoke else prompts[:4], 8 if args.smoke else 32)
-    speed(prompts, 12 if args.smoke else 64, 1 if args.smoke else 3)
+    identical = exactness(prompts[:2] if args.smoke else prompts[:4], 8 if args.smoke else 32, args.draft)
+    speed(prompts, 12 if args.smoke else 64, 1 if args.smoke else 3, args.draft)
     return 0 if identical else 1
 
 
