@@ -60,15 +60,16 @@ class DraftLM(nn.Module):
         return out.last_hidden_state                                      # [b, q, hidden]
 
     def subset_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.head_weight.T                                # [b, q, subset]
+        # [b, q, subset]; a strided hidden (a slice of positions) sends CPU bf16 matmuls down a ~100x slower path
+        return hidden.contiguous() @ self.head_weight.T
 
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, cache=None, past_key_values=None,
                 use_cache=True, logits_to_keep: int | torch.Tensor = 0, **_: Any):
         h = self.hidden(input_ids, position_ids, attention_mask, cache if cache is not None else past_key_values, use_cache)
         if isinstance(logits_to_keep, torch.Tensor):
-            h = h[:, logits_to_keep]                                        # [b, len(keep), hidden], a copy
+            h = h[:, logits_to_keep]                                        # [b, len(keep), hidden]
         elif logits_to_keep:
-            h = h[:, -logits_to_keep:].contiguous()      # a strided slice sends CPU bf16 matmuls down a ~100x slower path
+            h = h[:, -logits_to_keep:]
         small = self.subset_logits(h)
         if len(self.vocab_subset) == self.config.vocab_size:
             return SimpleNamespace(logits=small)
