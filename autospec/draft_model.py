@@ -50,7 +50,8 @@ class DraftLM(nn.Module):
         head = target.lm_head.weight.detach()                              # [V, hidden], frozen
         if len(subset) < config.vocab_size:
             head = head[self.vocab_subset].clone()                          # [subset, hidden]: gathered once, not per token
-        self.register_buffer("head_weight", head, persistent=False)
+        self.head = nn.Linear(config.hidden_size, len(subset), bias=False, device="meta")
+        self.head.weight = nn.Parameter(head, requires_grad=False)          # a plain Linear: CPU prepacking applies
         self.model.embed_tokens.requires_grad_(False)
         self._cache_kw = forward_kwargs(self.model)
 
@@ -61,7 +62,7 @@ class DraftLM(nn.Module):
 
     def subset_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # [b, q, subset]; a strided hidden (a slice of positions) sends CPU bf16 matmuls down a ~100x slower path
-        return hidden.contiguous() @ self.head_weight.T
+        return self.head(hidden.contiguous())
 
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, cache=None, past_key_values=None,
                 use_cache=True, logits_to_keep: int | torch.Tensor = 0, **_: Any):

@@ -14,11 +14,16 @@ Contract:
   speculation). A draft on another device is moved to the target's device; its dtype is kept.
 - Every step's `StepRecord` lands in `records` (and in any extra sinks, e.g. a `RunWriter`); the
   controller persists across calls and keeps learning.
+- `cpu_prepack` (None: wherever it applies): on a CPU bfloat16 model the linear weights of the target
+  and of a bfloat16 CPU draft are reordered once for oneDNN (`backends.prepack`) and used inside
+  `generate`/`serve` only; outputs are bit-identical, memory grows by one copy of those weights.
+  True insists (ValueError if the target cannot be packed); False never packs.
 - Bad input raises ValueError before any compute: mismatched vocabularies or tokenizers, empty
   prompts, prompts that do not fit the model's context, max_new_tokens < 1, an invalid spec_len.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -29,6 +34,7 @@ from tqdm.auto import tqdm
 
 from autospec.backends.drafters import ModelDrafter, NgramDrafter
 from autospec.backends.hf import GenerationRequest, HFBackend, RequestResult
+from autospec.backends.prepack import maybe_packed
 from autospec.backends.sampling import SamplingConfig
 from autospec.controllers import build_controller
 from autospec.cost_model import CostModel
@@ -61,7 +67,8 @@ class AutoSpec:
     def __init__(self, target: torch.nn.Module, draft: torch.nn.Module | str | None = "ngram",
                  controller: Any = "auto", *, cost_model: CostModel | str | None = None, max_spec_len: int = 8,
                  max_batch_size: int = 16, seed: int = 0, tokenizer: Any = None, draft_tokenizer: Any = None,
-                 ngram_max_n: int = 3, sinks: Sequence[Any] = (), **controller_options: Any):
+                 ngram_max_n: int = 3, sinks: Sequence[Any] = (), cpu_prepack: bool | None = None,
+                 **controller_options: Any):
         if not isinstance(max_spec_len, int) or not 0 <= max_spec_len <= 64:
             raise ValueError(f"max_spec_len must be an integer in 0..64, got {max_spec_len!r}")
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -82,6 +89,9 @@ class AutoSpec:
         self.memory = MemorySink()
         self.sinks = [self.memory, *sinks]
         self.last_serve: ServeResult | None = None
+        self.prepacked = [maybe_packed(self.target, cpu_prepack)]       # True: the target must be packable
+        if isinstance(self.draft, torch.nn.Module) and self.draft is not self.target:
+            self.prepacked.append(maybe_packed(self.draft, False if cpu_prepack is False else None))
 
     # --- checks -----------------------------------------------------------------------------
     def _check_draft(self, draft: Any, tokenizer: Any, draft_tokenizer: Any) -> torch.nn.Module | str | None:
@@ -193,10 +203,10 @@ class AutoSpec:
         records: list[StepRecord] = []
         bar = tqdm(total=len(requests), desc="requests", unit="req", disable=not progress)
         try:
-            backend.start()
-            while not backend.done():
-                records.append(run_step(backend, self.controller, self.sinks))
-                bar.update(len(backend.results) - bar.n)
+            with contextlib.ExitStack() as stack:
+                for packed in filter(None, self.prepacked):
+                    stack.enter_context(packed.active())
+                self._loop(backend, records, bar)
         except Exception as exc:  # a failure mid-serve keeps what finished
             if not catch:
                 raise
@@ -204,6 +214,12 @@ class AutoSpec:
         finally:
             bar.close()
         return records, None
+
+    def _loop(self, backend: HFBackend, records: list[StepRecord], bar: tqdm) -> None:
+        backend.start()
+        while not backend.done():
+            records.append(run_step(backend, self.controller, self.sinks))
+            bar.update(len(backend.results) - bar.n)
 
 
 def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> None:

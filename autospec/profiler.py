@@ -3,7 +3,8 @@
 Contract:
 - The target's step time is measured for every (batch_size, q = 1..max_spec_len + 1), the draft's
   for q = 1, 2, each as ONE forward over a KV cache of `context_len` tokens through the same ragged
-  cache the HF backend uses (so the numbers are what a step costs there). Measurement runs in
+  cache the HF backend uses, with the same CPU weight prepacking (so the numbers are what a step
+  costs there). Measurement runs in
   rounds, each visiting every cell once in a shuffled order, after warm-up rounds; a cell's value
   is the median of its rounds, its spread the interquartile range. Slow drifts of the machine's
   speed therefore spread over all cells instead of bending the surface.
@@ -19,6 +20,7 @@ Contract:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import platform
 import random
@@ -46,8 +48,10 @@ class CellTimer:
 
         from autospec.backends.drafters import forward_kwargs
         from autospec.backends.kv_cache import SlotCache
+        from autospec.backends.prepack import maybe_packed
 
         self.model, self.torch = model, torch
+        self.packed = maybe_packed(model, None)                  # as AutoSpec runs it
         self.device = next(model.parameters()).device
         self.cache_kw = forward_kwargs(model)
         self.generator = torch.Generator().manual_seed(seed)
@@ -71,11 +75,12 @@ class CellTimer:
         cache = self.caches[batch_size]
         ids = self.torch.randint(3, self.model.config.vocab_size, (batch_size, q), generator=self.generator).to(self.device)
         position_ids, mask = cache.decode_inputs(q)
-        self._sync()
-        t0 = time.perf_counter()
-        self._forward(cache, ids, position_ids, mask, q)
-        self._sync()
-        return (time.perf_counter() - t0) * 1e3
+        with self.packed.active() if self.packed else contextlib.nullcontext():
+            self._sync()
+            t0 = time.perf_counter()
+            self._forward(cache, ids, position_ids, mask, q)
+            self._sync()
+            return (time.perf_counter() - t0) * 1e3
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -7,7 +7,9 @@ shipped prompts (one per category first), split into batches of that size, EOS s
 row generates exactly --new-tokens tokens. Methods run in a random order in each
 round and each is compared with HF plain of the same round (paired ratios, median over rounds), so
 the host's slow drifts in speed cancel; one warm-up call of `auto` first (its online tuning):
-HF plain `generate`; HF assisted generation with prompt lookup (batch 1 only: HF refuses more; with
+HF plain `generate`; HF plain over the same prepacked CPU weights autospec runs with
+(`hf_plain_prepacked`: the engine's share of the speedup, so speculation's own share is autospec
+over it); HF assisted generation with prompt lookup (batch 1 only: HF refuses more; with
 --draft ngram); autospec with the chosen drafter (--draft ngram | distilled | first:N) at every fixed
 spec_len 0..8 and `auto`. Reported: median wall
 time, tokens/s, ratio to HF plain, tokens per target pass. Writes JSON and prints a table.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from autospec.backends.prepack import maybe_packed
 from autospec.engine import AutoSpec
 from autospec.models import load_smollm2
 from autospec.prompts import chat_token_ids, load_prompts
@@ -52,7 +55,15 @@ def methods(model, tokenizer, size: int, args):
         return lambda: torch.cat([model.generate(input_ids=i, attention_mask=m, do_sample=False, **common, **extra)
                                   .flatten() for i, m in groups])
 
+    packed = maybe_packed(model, None)
+
+    def hf_packed():                      # HF's own loop over the same prepacked weights autospec uses
+        with packed.active():
+            return hf()()
+
     out = {"hf_plain": (hf(), None)}
+    if packed is not None:
+        out["hf_plain_prepacked"] = (hf_packed, None)
     if size == 1 and args.draft == "ngram":
         for k in (3, 10):
             out[f"hf_prompt_lookup_{k}"] = (hf(prompt_lookup_num_tokens=k), None)
@@ -67,7 +78,7 @@ def measure(model, tokenizer, size: int, args) -> dict:
     """Rounds of every method in random order; ratios to HF plain are paired within a round."""
     runs = methods(model, tokenizer, size, args)
     if args.methods:
-        keep = set(args.methods.split(",")) | {"hf_plain"}
+        keep = set(args.methods.split(",")) | {"hf_plain", "hf_plain_prepacked"}
         runs = {k: v for k, v in runs.items() if k in keep}
     runs["hf_plain"][0]()                                       # warm up torch
     if "auto" in runs:
@@ -89,6 +100,7 @@ def measure(model, tokenizer, size: int, args) -> dict:
         ratios = [base / t for base, t in zip(times["hf_plain"], times[name])]
         row = {"wall_s": statistics.median(times[name]), "tokens_per_s": tokens / statistics.median(times[name]),
                "speedup_vs_hf_plain": statistics.median(ratios), "speedup_per_round": ratios,
+               **paired("speedup_vs_hf_plain_prepacked", times.get("hf_plain_prepacked"), times[name]),
                "identical_to_hf_plain": bool(torch.equal(outputs[name], outputs["hf_plain"]))}
         if engine is not None:
             recs = engine.records[learned[name]:]
@@ -96,6 +108,11 @@ def measure(model, tokenizer, size: int, args) -> dict:
             row["mean_spec_len"] = sum(r.spec_len for r in recs) / len(recs)
         result[name] = row
     return result
+
+
+def paired(key: str, base: list[float] | None, times: list[float]) -> dict[str, float]:
+    """{key: median of base / time over rounds}, or {} without that baseline."""
+    return {key: statistics.median(b / t for b, t in zip(base, times))} if base else {}
 
 
 def main() -> int:
@@ -130,9 +147,10 @@ def main() -> int:
 
 
 def print_table(size: int, result: dict) -> None:
-    print(f"\nbatch {size}: {'method':<20}{'wall s':>8}{'tok/s':>8}{'vs HF':>7}{'tok/pass':>9}{'spec_len':>9}")
+    print(f"\nbatch {size}: {'method':<20}{'wall s':>8}{'tok/s':>8}{'vs HF':>7}{'vs HF pk':>9}{'tok/pass':>9}{'spec_len':>9}")
     for name, row in result.items():
-        extra = f"{row.get('tokens_per_target_pass', float('nan')):>9.2f}{row.get('mean_spec_len', float('nan')):>9.2f}"
+        extra = f"{row.get('speedup_vs_hf_plain_prepacked', float('nan')):>9.2f}"
+        extra += f"{row.get('tokens_per_target_pass', float('nan')):>9.2f}{row.get('mean_spec_len', float('nan')):>9.2f}"
         flag = "" if row["identical_to_hf_plain"] else "  (bf16 output differs from HF's)"
         print(f"{'':>9}{name:<20}{row['wall_s']:>8.2f}{row['tokens_per_s']:>8.1f}{row['speedup_vs_hf_plain']:>7.2f}{extra}{flag}")
     sys.stdout.flush()
