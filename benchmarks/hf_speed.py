@@ -12,7 +12,7 @@ HF plain `generate`; HF plain over the same prepacked CPU weights autospec runs 
 over it); HF assisted generation with prompt lookup (batch 1 only: HF refuses more; with
 --draft ngram); autospec with the chosen drafter (--draft ngram | distilled | first:N) at every fixed
 spec_len 0..8 and `auto`. Reported: median wall
-time, tokens/s, ratio to HF plain, tokens per target pass. Writes JSON and prints a table.
+time, tokens/s, ratio to HF plain, tokens per target pass, mean verified block width (q). Writes JSON and prints a table.
 """
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ def measure(model, tokenizer, size: int, args) -> dict:
             recs = engine.records[learned[name]:]
             row["tokens_per_target_pass"] = sum(r.num_emitted_tokens for r in recs) / sum(r.batch_size for r in recs)
             row["mean_spec_len"] = sum(r.spec_len for r in recs) / len(recs)
+            row["mean_verify_q"] = sum(r.extra.get("verify_q", r.spec_len + 1) for r in recs) / len(recs)
         result[name] = row
     return result
 
