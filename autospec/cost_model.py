@@ -1,6 +1,6 @@
 """The paper's quantitative model of batched speculative decoding, built from a measured profile.
 
-    step_time(b, s) = s * T_draft(b) + T_target(b, s + 1)
+    step_time(b, s) = s * T_draft(b) + T_target(b, s + 1) [+ overhead(b, s)]
     E[tokens per row per step] = (1 - a^(s+1)) / (1 - a)         (i.i.d. acceptance a)
     goodput(b, s, a) = b * E / step_time
 
@@ -13,6 +13,9 @@ Contract:
 - `log_time_stds(b, max_spec_len)` says how much the model knows about each step time: the std of
   log(true / modelled) is `MEASURED_STD` where every term was measured, `INTERPOLATED_STD` where
   one was interpolated, `PREDICTED_STD` where one came from the regression.
+- Where the profile measured whole steps (`step_overhead`), a step also costs that overhead:
+  fixed(b) + s * per_draft(b), linear between measured batch sizes and held at the nearest one
+  outside them; the step time never drops below half of its forwards.
 - Acceptance is either a float `a` (i.i.d.) or a per-position sequence of conditional rates
   (`a[j]` = P(draft j accepted | drafts before j accepted)).
 - A `CostModel` is immutable after construction; step-time vectors per batch size are cached.
@@ -183,8 +186,18 @@ class CostModel:
         return fit.predict_ms(batch_size, q)
 
     def step_time_s(self, batch_size: float, spec_len: int) -> float:
-        """spec_len draft forwards + one target forward of the expected verify width."""
-        return spec_len * self.draft_time_s(batch_size) + self.verify_time_s(batch_size, spec_len)
+        """spec_len draft forwards + one target forward of the expected verify width + the step's overhead."""
+        forwards = spec_len * self.draft_time_s(batch_size) + self.verify_time_s(batch_size, spec_len)
+        return max(0.5 * forwards, forwards + self.overhead_time_s(batch_size, spec_len))
+
+    def overhead_time_s(self, batch_size: float, spec_len: int) -> float:
+        """Seconds a whole step costs beyond its forwards (0 for a profile without `step_overhead`)."""
+        table = self.profile.step_overhead_ms
+        if not table:
+            return 0.0
+        sizes = sorted(table)
+        fixed, per_draft = (float(np.interp(batch_size, sizes, [table[b][i] for b in sizes])) for i in (0, 1))
+        return (fixed + spec_len * per_draft) / 1e3
 
     def verify_time_s(self, batch_size: float, spec_len: int) -> float:
         """Target forward over the verify block: q = spec_len + 1 when every row drafts spec_len tokens.
@@ -202,6 +215,14 @@ class CostModel:
             c = coverage[min(j, len(coverage)) - 1]
             expected += (1.0 - (1.0 - c) ** batch_size) * (times[j] - times[j - 1])
         return expected
+
+    def verify_width_time_s(self, batch_size: float, mean_q: float) -> float:
+        """Target forward time at a mean verified width `mean_q` (a measured average over steps),
+        linear between the neighbouring whole widths."""
+        low = max(1, int(np.floor(mean_q)))
+        frac = mean_q - low
+        t_low = self.target_time_s(batch_size, low)
+        return t_low if frac <= 0 else (1 - frac) * t_low + frac * self.target_time_s(batch_size, low + 1)
 
     def _step_times_s(self, batch_size: float, max_spec_len: int) -> np.ndarray:
         """[max_spec_len + 1] step seconds for spec_len = 0..max_spec_len (cached, read-only)."""

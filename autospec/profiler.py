@@ -13,6 +13,11 @@ Contract:
   model predicts the rest.
 - The draft's per-position acceptance is measured by running the HF backend greedily at spec_len =
   max_spec_len on a prompt set (the shipped one by default).
+- Whole steps: at every batch size, short runs of the HF backend at fixed spec_lens (`--step-spec-lens`)
+  time real speculative steps; each step's wall time minus the forwards the cells predict for it
+  (its actual verify width) is its overhead; a line in spec_len through the per-spec_len medians
+  gives the profile's `step_overhead` (fixed ms + ms per drafted position), which the cost model
+  adds to every step.
 - The YAML records device, dtype, library versions, date, command, settings, every raw timing, the
   target's shape (checked when the profile is used with a model) and the cost model's held-out
   fit error.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import platform
 import random
@@ -151,6 +157,42 @@ def measure_acceptance(target: Any, draft: Any, tokenizer: Any, prompts: list[di
     return acceptance_from_records(engine.records, max_spec_len)
 
 
+def measure_step_overhead(target: Any, draft: Any, tokenizer: Any, prompts: list[dict], cells_model: Any,
+                          spec_lens: list[int], new_tokens: int) -> tuple[dict[int, tuple[float, float]], dict]:
+    """Per batch size of the cells: (fixed ms, ms per drafted position) of whole steps beyond their
+    forwards, and the per-spec_len median residuals they were fitted to."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from autospec.prompts import chat_token_ids
+
+    ids = chat_token_ids(tokenizer, [p["prompt"] for p in prompts])
+    table, medians = {}, {}
+    runs = [(b, s) for b in cells_model.profile.batch_sizes for s in spec_lens]
+    for b, s in tqdm(runs, desc="whole steps", unit="run"):
+        rows = [ids[i % len(ids)] for i in range(b)]
+        medians[(b, s)] = step_residual_ms(target, draft, rows, cells_model, s, max(spec_lens), new_tokens)
+    for b in cells_model.profile.batch_sizes:
+        per_draft, fixed = np.polyfit(spec_lens, [medians[(b, s)] for s in spec_lens], 1)
+        table[b] = (float(fixed), float(per_draft))
+    return table, _nest({k: round(v, 3) for k, v in medians.items()})
+
+
+def step_residual_ms(target: Any, draft: Any, rows: list[list[int]], cells_model: Any, spec_len: int,
+                     max_spec_len: int, new_tokens: int) -> float:
+    """Median over a run's steps (the first two skipped) of wall ms minus the modelled forwards."""
+    from autospec.engine import AutoSpec
+
+    engine = AutoSpec(target, draft, controller=f"fixed:{spec_len}", max_spec_len=max_spec_len,
+                      max_batch_size=len(rows), cpu_prepack=None)
+    engine.serve(rows, max_new_tokens=new_tokens, eos_token_id=-1, progress=False)
+    b = len(rows)
+    residuals = [1e3 * (r.step_time_s - r.spec_len * cells_model.draft_time_s(b)
+                        - cells_model.target_time_s(b, r.extra["verify_q"]))
+                 for r in engine.records[2:] if r.batch_size == b]
+    return statistics.median(residuals)
+
+
 def acceptance_from_records(records: list[Any], max_spec_len: int) -> dict[str, Any]:
     """Per-position conditional acceptance from step records: rows accepted at j over rows that reached j,
     with the Jeffreys prior (+0.5, +1) so a position seen a few times never reads as certain; and
@@ -196,6 +238,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=480.0, help="seconds for step timing (essential cells always run)")
     p.add_argument("--prompts", type=Path, default=None, help="JSONL prompt file for acceptance (default: shipped)")
     p.add_argument("--acceptance-tokens", type=int, default=48, help="new tokens per prompt when measuring acceptance")
+    p.add_argument("--step-spec-lens", type=int, nargs="*", default=[0, 1, 3],
+                   help="fixed spec_lens of the whole-step runs (at least two; none: --step-spec-lens with no value)")
+    p.add_argument("--step-tokens", type=int, default=32, help="new tokens per row in each whole-step run")
     p.add_argument("--name", default=None)
     p.add_argument("--out", type=Path, required=True)
 
@@ -238,6 +283,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-spec-len must be in 1..32, got {args.max_spec_len}")
     if args.context_len < 1 or args.reps < 1 or args.warmup < 0 or args.time_budget <= 0:
         raise ValueError("--context-len and --reps must be >= 1, --warmup >= 0, --time-budget > 0")
+    spec_lens = args.step_spec_lens
+    if spec_lens and (len(set(spec_lens)) < 2 or not all(0 <= s <= args.max_spec_len for s in spec_lens)):
+        raise ValueError(f"--step-spec-lens needs at least two distinct values in 0..{args.max_spec_len}, got {spec_lens}")
+    if args.step_tokens < 8:
+        raise ValueError(f"--step-tokens must be >= 8 (the first two steps are skipped), got {args.step_tokens}")
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -270,6 +320,11 @@ def run_profile(args: argparse.Namespace) -> int:
                "spread_ms": {"target": _nest(target_iqr), "draft": _nest(draft_iqr)},
                "raw_ms": {"target": _nest(target_raw), "draft": _nest(draft_raw)},
                "acceptance_detail": {k: v for k, v in acceptance.items() if k not in ("per_pos", "coverage_per_pos")}})
+    if args.step_spec_lens:
+        overhead, medians = measure_step_overhead(target, draft, tokenizer, prompts, CostModel(profile),
+                                                  sorted(set(args.step_spec_lens)), args.step_tokens)
+        profile = dataclasses.replace(profile, step_overhead_ms=overhead,
+                                      extra={**profile.extra, "step_overhead_medians_ms": medians})
     model = CostModel(profile)
     fit = model.fit_error()
     profile.provenance["fit_error"] = {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in fit.items()}
@@ -277,6 +332,9 @@ def run_profile(args: argparse.Namespace) -> int:
     profile.save(args.out)
     print(f"wrote {args.out}: {len(target_ms)} target cells, {len(draft_ms)} draft cells, "
           f"acceptance per position {acceptance['per_pos']}, in {profile.provenance['wall_s']} s")
+    if profile.step_overhead_ms:
+        print("whole steps beyond their forwards, ms (fixed + per drafted position): "
+              + ", ".join(f"b={b}: {f:.1f} + {d:.2f}" for b, (f, d) in profile.step_overhead_ms.items()))
     for part, err in fit.items():
         print(f"{part}: held-out MAPE {err['mape_pct']:.1f}% (max {err['max_ape_pct']:.1f}%) over {err['num_cells']} cells")
     return 0

@@ -9,6 +9,10 @@ Contract:
   and `spread_ms`. `coverage_per_pos[j]` is the fraction of rows whose drafter proposed at least j + 1
   tokens (n-gram lookup drafts only where the context repeats; absent means every row always drafts
   spec_len tokens); the cost model uses it for the expected width of the verify block.
+  Optional `step_overhead: {fixed_ms: {batch_size: ms}, per_draft_ms: {batch_size: ms}}`: what a
+  whole speculative step through the backend costs beyond the forwards above (host bookkeeping,
+  drafting's own work), measured by `autospec profile`, as a fixed part plus a part per drafted
+  position. Either may be negative (a calibration: real steps ran faster than the cells predict).
 - `load_profile(name_or_path)` takes a shipped name (see `shipped_profiles()`) or a path and
   validates everything before returning; every problem raises `ProfileError` naming it.
 - The target must have q = 1 and q = 2 at every measured batch size, and a model draft q = 1 at
@@ -44,6 +48,7 @@ class Profile:
     provenance: dict[str, Any] = field(default_factory=dict)
     acceptance_per_pos: tuple[float, ...] | None = None
     coverage_per_pos: tuple[float, ...] | None = None
+    step_overhead_ms: dict[int, tuple[float, float]] | None = None    # batch_size -> (fixed, per drafted position)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -65,6 +70,9 @@ class Profile:
             d["acceptance"] = {"per_pos": [float(a) for a in self.acceptance_per_pos]}
         if self.coverage_per_pos is not None:
             d.setdefault("acceptance", {})["coverage_per_pos"] = [float(c) for c in self.coverage_per_pos]
+        if self.step_overhead_ms:
+            d["step_overhead"] = {name: {b: round(float(v[i]), 4) for b, v in sorted(self.step_overhead_ms.items())}
+                                  for i, name in enumerate(("fixed_ms", "per_draft_ms"))}
         d.update(self.extra)
         return d
 
@@ -126,13 +134,14 @@ def profile_from_dict(raw: Any, source: str = "<dict>") -> Profile:
         provenance=dict(raw.get("provenance") or {}),
         acceptance_per_pos=_rates(raw.get("acceptance"), "per_pos", source),
         coverage_per_pos=_rates(raw.get("acceptance"), "coverage_per_pos", source),
+        step_overhead_ms=_step_overhead(raw.get("step_overhead"), source),
         extra={k: v for k, v in raw.items() if k not in _KNOWN_KEYS},
     )
     _check_complete(profile, source)
     return profile
 
 
-_KNOWN_KEYS = {"autospec_profile", "name", "context_len", "target", "draft", "provenance", "acceptance"}
+_KNOWN_KEYS = {"autospec_profile", "name", "context_len", "target", "draft", "provenance", "acceptance", "step_overhead"}
 
 
 def _require(raw: dict, keys: tuple[str, ...], source: str) -> None:
@@ -199,6 +208,26 @@ def _rates(section: Any, key: str, source: str) -> tuple[float, ...] | None:
     if bad:
         raise ProfileError(f"profile {source}: acceptance.{key} must lie in [0, 1], got {bad[0]}")
     return rates
+
+
+def _step_overhead(section: Any, source: str) -> dict[int, tuple[float, float]] | None:
+    """step_overhead.{fixed_ms, per_draft_ms} as batch_size -> (fixed, per drafted position); None when absent."""
+    if section is None:
+        return None
+    parts = [section.get(k) if isinstance(section, dict) else None for k in ("fixed_ms", "per_draft_ms")]
+    if not all(isinstance(part, dict) and part for part in parts):
+        raise ProfileError(f"profile {source}: step_overhead must map fixed_ms and per_draft_ms to {{batch_size: ms}}")
+    tables = [{_int_key(b, f"step_overhead.{k}", source): _finite(v, f"step_overhead.{k}[{b}]", source)
+               for b, v in part.items()} for k, part in zip(("fixed_ms", "per_draft_ms"), parts)]
+    if set(tables[0]) != set(tables[1]):
+        raise ProfileError(f"profile {source}: step_overhead.fixed_ms and per_draft_ms cover different batch sizes")
+    return {b: (tables[0][b], tables[1][b]) for b in sorted(tables[0])}
+
+
+def _finite(value: Any, what: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ProfileError(f"profile {source}: {what} must be a finite number of milliseconds, got {value!r}")
+    return float(value)
 
 
 def _check_complete(profile: Profile, source: str) -> None:

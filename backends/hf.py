@@ -11,8 +11,10 @@ Contract (the `Backend` protocol plus serving):
   decode); the record keeps the chosen `spec_len` (the controller's arm) and the actual cost. Greedy output is
   the target's greedy output; sampling uses rejection sampling (see `sampling`).
 - Timing: one device synchronisation per step. On CUDA the split between draft and verify comes
-  from CUDA events; on CPU from the host clock. `overhead_time_s` is the rest of the step
-  (bookkeeping). Prefill (admission) time is kept apart, in `prefill_time_s`.
+  from CUDA events; on CPU from the host clock. `overhead_time_s` is the rest of the step: the
+  bookkeeping after verification plus the host time since the previous step returned (the
+  controller, sinks, the caller's loop), so `StepRecord.step_time_s` is the step's wall time.
+  Prefill (admission) time is kept apart, in `prefill_time_s`; idle waits for arrivals count nowhere.
 - `results` maps request id -> `RequestResult` for every finished request, with its latency
   timestamps (seconds since `start()`); `unfinished_ids()` lists the others.
 """
@@ -113,6 +115,7 @@ class HFBackend:
         self.step_index = 0
         self.prefill_time_s = 0.0
         self._t0 = time.perf_counter()
+        self._returned_at: float | None = None      # when the last step() returned (None: nothing to charge)
 
     # --- requests -------------------------------------------------------------------------
     def submit(self, requests: Sequence[GenerationRequest]) -> None:
@@ -121,6 +124,7 @@ class HFBackend:
     def start(self) -> None:
         """Zero the serving clock and admit whatever has arrived."""
         self._t0 = time.perf_counter()
+        self._returned_at = None
         self._admit()
 
     def now_s(self) -> float:
@@ -144,6 +148,7 @@ class HFBackend:
         if self.queue and not self.rows:
             time.sleep(max(0.0, self.queue[0].arrival_s - self.now_s()))
             self._admit()
+            self._returned_at = None
 
     # --- admission ------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -203,6 +208,7 @@ class HFBackend:
     # --- one speculative step -------------------------------------------------------------
     @torch.inference_mode()
     def step(self, spec_len: int) -> StepRecord:
+        host_gap_s = time.perf_counter() - self._returned_at if self._returned_at is not None else 0.0
         spec_len = validate_spec_len(spec_len, self.max_spec_len)
         if not self.rows:
             raise RuntimeError("step() called with no running rows: check done() first")
@@ -218,10 +224,11 @@ class HFBackend:
         host_start = time.perf_counter()
         record = self._commit(spec_len, drafts, accepted, accepted_list, bonus_list)
         draft_s, verify_s = clock.spans_s()
-        record = _with_times(record, draft_s, verify_s, time.perf_counter() - host_start, self.now_s())
+        record = _with_times(record, draft_s, verify_s, time.perf_counter() - host_start + host_gap_s, self.now_s())
         self.step_index += 1
         self._retire()
         self._admit()
+        self._returned_at = time.perf_counter()
         return record
 
     def _draft(self, spec_len: int, caps: torch.Tensor) -> Drafts:

@@ -10,11 +10,12 @@ Contract:
 - Outputs are bit-identical to `nn.Linear`'s: CPU bf16 `linear` already runs oneDNN's kernels,
   only the weight reorder is hoisted out of every call (measured on this project's 2-core CPU:
   SmolLM2-135M forwards 1.1-1.7x faster, logits max difference 0). Memory: one more copy of the
-  linear weights. Float32 is not packed: its packed kernels round differently from MKL's sgemm.
+  linear weights, shared by every engine over the same model (`maybe_packed`). Float32 is not packed: its packed kernels round differently from MKL's sgemm.
 """
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Iterator
 
 import torch
@@ -65,25 +66,39 @@ class PackedLinears:
             raise ValueError("prepacked linears need a CPU bfloat16 model and a torch built with oneDNN")
         with torch.inference_mode(False), torch.no_grad():
             self.layers = [_Packed(m) for m in model.modules() if type(m) is nn.Linear]
+        self._depth = 0                                                      # nested `active()` blocks
 
     def __len__(self) -> int:
         return len(self.layers)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
+        if self._depth == 0:
+            self._install()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                for layer in self.layers:
+                    layer.linear.__dict__.pop("forward", None)
+
+    def _install(self) -> None:
         for layer in self.layers:
             if layer.stale():
                 layer.pack()
             layer.linear.forward = layer.forward                             # an instance attribute shadows the method
-        try:
-            yield
-        finally:
-            for layer in self.layers:
-                layer.linear.__dict__.pop("forward", None)
+
+
+_SHARED: "weakref.WeakKeyDictionary[nn.Module, PackedLinears]" = weakref.WeakKeyDictionary()
 
 
 def maybe_packed(model: nn.Module, enabled: bool | None) -> PackedLinears | None:
-    """`enabled` None: pack where `supported`; True: pack or raise; False: never."""
+    """`enabled` None: pack where `supported`; True: pack or raise; False: never. Engines over the
+    same model share one packed copy (held while the model lives)."""
     if enabled is False or (enabled is None and not supported(model)):
         return None
-    return PackedLinears(model)
+    if model not in _SHARED:
+        _SHARED[model] = PackedLinears(model)
+    return _SHARED[model]

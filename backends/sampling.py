@@ -57,11 +57,17 @@ def _top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """[..., V] -> [...] argmax, taken in float32 as HF's generate does (exact for bf16 input, and
+    ~4x faster than a bf16 argmax on CPU)."""
+    return logits.float().argmax(dim=-1)
+
+
 def select_tokens(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[b, V] logits -> (tokens [b], probabilities [b, V] or None when greedy)."""
     if not config.do_sample:
-        return logits.argmax(dim=-1), None
+        return greedy_tokens(logits), None
     probs = config.probabilities(logits)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1), probs
 
@@ -79,7 +85,7 @@ def _leading(ok: torch.Tensor) -> torch.Tensor:
 def verify_greedy(target_logits: torch.Tensor, drafts: torch.Tensor, num_drafts: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """target_logits [b, s+1, V], drafts [b, s], num_drafts [b] -> (accepted [b], bonus tokens [b])."""
-    best = target_logits.argmax(dim=-1)                                          # [b, s+1]
+    best = greedy_tokens(target_logits)                                          # [b, s+1]
     s = drafts.shape[1]
     accepted = _leading((drafts == best[:, :s]) & _draft_mask(drafts, num_drafts))
     return accepted, best.gather(1, accepted[:, None]).squeeze(1)

@@ -83,7 +83,7 @@ def test_save_and_load_keep_the_table_and_provenance(tmp_path, h200):
 def test_a_drafter_without_a_model_costs_nothing():
     model = CostModel.from_profile("cpu-smollm2-135m-ngram-bf16")
     assert model.draft_time_s(8) == 0.0
-    assert model.step_time_s(8, 4) == model.verify_time_s(8, 4)
+    assert model.step_time_s(8, 4) == pytest.approx(model.verify_time_s(8, 4) + model.overhead_time_s(8, 4))
     assert math.isfinite(model.goodput_tps(8, 4, 0.3))
 
 
@@ -125,3 +125,35 @@ def test_shipped_h200_profiles_record_their_provenance():
         p = load_profile(name)
         assert p.provenance["device"] == "NVIDIA H200" and p.provenance["cost_kind"] == "graph"
         assert p.context_len == 512 and len(p.batch_sizes) == 9
+
+
+def with_step_overhead(table):
+    raw = synthetic_profile()
+    raw["step_overhead"] = table
+    return CostModel(profile_from_dict(raw))
+
+
+def test_whole_step_overhead_is_added_per_step_and_per_drafted_position():
+    plain = CostModel(profile_from_dict(synthetic_profile()))
+    model = with_step_overhead({"fixed_ms": {1: 2.0, 4: 8.0}, "per_draft_ms": {1: 0.5, 4: 1.0}})
+    assert model.step_time_s(1, 3) == pytest.approx(plain.step_time_s(1, 3) + (2.0 + 3 * 0.5) / 1e3)
+    assert model.overhead_time_s(2, 0) == pytest.approx(4.0 / 1e3)              # linear between batch 1 and 4
+    assert model.overhead_time_s(64, 2) == pytest.approx((8.0 + 2 * 1.0) / 1e3)  # held at the largest measured
+    fixed_only = with_step_overhead({"fixed_ms": {1: 8.0}, "per_draft_ms": {1: 0.0}})
+    ratio = fixed_only.goodput_vector(4, 4, 0.7) / plain.goodput_vector(4, 4, 0.7)
+    assert ratio[0] < ratio[4] < 1.0                # a fixed cost per step weighs less on longer steps...
+    cheaper = with_step_overhead({"fixed_ms": {1: -1e6}, "per_draft_ms": {1: 0.0}})
+    assert cheaper.step_time_s(1, 2) == pytest.approx(0.5 * plain.step_time_s(1, 2))   # ...and never below half
+
+
+def test_step_overhead_round_trips_and_bad_tables_are_named(tmp_path):
+    model = with_step_overhead({"fixed_ms": {1: 2.0, 8: 5.5}, "per_draft_ms": {1: 0.25, 8: -0.5}})
+    assert load_profile(model.save(tmp_path / "p.yaml")).step_overhead_ms == {1: (2.0, 0.25), 8: (5.5, -0.5)}
+    for table, message in [({"fixed_ms": {1: 2.0}}, "step_overhead must map fixed_ms and per_draft_ms"),
+                           ({"fixed_ms": {1: 2.0}, "per_draft_ms": {2: 1.0}}, "cover different batch sizes"),
+                           ({"fixed_ms": {1: "slow"}, "per_draft_ms": {1: 1.0}}, r"fixed_ms\[1\] must be a finite"),
+                           ("fast", "step_overhead must map")]:
+        raw = synthetic_profile()
+        raw["step_overhead"] = table
+        with pytest.raises(ValueError, match=message):
+            profile_from_dict(raw)

@@ -39,8 +39,12 @@ def test_profile_to_plan_to_engine_file_round_trip(tmp_path):
     out = tmp_path / "profile.yaml"
     assert main(["profile", "--draft", "first:2", "--batch-sizes", "1", "2", "--max-spec-len", "3", "--reps", "2",
                  "--warmup", "1", "--context-len", "32", "--acceptance-tokens", "8", "--prompts", str(prompts),
-                 "--out", str(out)]) == 0
+                 "--step-spec-lens", "0", "2", "--step-tokens", "8", "--out", str(out)]) == 0
     profile = load_profile(out)
+    assert set(profile.step_overhead_ms) == {1, 2}                     # whole steps measured at every batch size
+    assert set(profile.extra["step_overhead_medians_ms"][2]) == {0, 2}
+    fixed, per_draft = profile.step_overhead_ms[2]
+    assert CostModel(profile).overhead_time_s(2, 3) == pytest.approx((fixed + 3 * per_draft) / 1e3)
     assert profile.provenance["dtype"] == "bfloat16" and "torch" in profile.provenance
     assert profile.extra["target_shape"] == {"hidden_size": 576, "num_hidden_layers": 30, "vocab_size": 49152}
     assert len(profile.acceptance_per_pos) == 3 and (1, 4) in profile.target_step_ms

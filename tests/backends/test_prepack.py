@@ -33,6 +33,18 @@ def test_packed_forward_is_bit_identical_and_restored(bf16_pair):
     assert not any("forward" in vars(m) for m in target.modules())
 
 
+def test_engines_share_one_packed_copy_and_nested_use_keeps_it_installed(bf16_pair):
+    target, draft = bf16_pair
+    first, second = AutoSpec(target, draft), AutoSpec(target, "ngram")
+    assert first.prepacked[0] is second.prepacked[0]
+    packed = first.prepacked[0]
+    with packed.active():
+        with packed.active():
+            pass
+        assert "forward" in vars(target.lm_head)                     # the outer block still runs packed
+    assert "forward" not in vars(target.lm_head)
+
+
 def test_restored_after_an_exception(bf16_pair):
     target, _ = bf16_pair
     packed = PackedLinears(target)

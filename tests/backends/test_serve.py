@@ -79,3 +79,33 @@ def test_long_generations_compact_and_grow_the_cache():
     out = spec.generate(ids, attention_mask=mask, max_new_tokens=200, eos_token_id=-1, pad_token_id=0)
     assert torch.equal(out, ref)
     assert len(spec.records) > 150     # ~9 slots per step, ~1 kept: many compactions happened
+
+
+class SlowController:
+    """A controller that spends 30 ms choosing (public Controller protocol)."""
+    name = "slow"
+
+    def choose(self, ctx):
+        import time
+        time.sleep(0.03)
+        return 1
+
+    def observe(self, record):
+        pass
+
+    def scores(self, ctx):
+        return {}
+
+
+def test_host_time_between_steps_is_charged_to_the_step():
+    target, draft = tiny_llama(layers=1, seed=0), tiny_llama(layers=1, seed=1)
+    ids, mask = ragged_batch(2, 97, seed=1)
+    fast = AutoSpec(target, draft, controller="fixed:1")
+    slow = AutoSpec(target, draft, controller=SlowController())
+    for spec in (fast, slow):
+        spec.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=-1, pad_token_id=0)
+    first, *later = slow.records
+    assert first.overhead_time_s < 0.03                         # the first step has no previous step to charge
+    assert all(r.overhead_time_s >= 0.03 for r in later)        # the controller's 30 ms lands in the next step
+    assert all(r.step_time_s >= r.draft_time_s + r.verify_time_s + 0.03 for r in later)
+    assert max(r.overhead_time_s for r in fast.records) < 0.03
