@@ -148,6 +148,7 @@ class ModelDrafter:
         self.cache.keep_rows(indices)
 
     def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor) -> Drafts:
+        self.cache.trim(max(len(seq) for seq in sequences))                   # before any draft slot is recorded
         first = self._catch_up(sequences)                                     # [b, V] logits
         tokens, probs = [], []
         logits = first

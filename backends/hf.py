@@ -269,6 +269,7 @@ class HFBackend:
             row.finish_reason = self._finish_reason(row, emitted)
             kept_accepted += min(k, len(emitted))
             bonus_rows += len(emitted) > k
+        self.cache.trim(max(len(r.tokens) for r in self.rows))              # the cache holds all but the last token
         num_drafts = drafts.num_drafts.tolist()                                # one copy serves both counts
         return StepRecord(step=self.step_index, batch_size=len(self.rows), spec_len=spec_len,
                           num_draft_tokens=sum(num_drafts), num_accepted_tokens=kept_accepted,

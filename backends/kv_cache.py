@@ -14,7 +14,10 @@ rotary embedding), so only the 4D mask and the per-row `position_ids` matter:
   cursor up when a prompt is longer), each row attending to its own prompt only.
 - `keep_rows(indices)`: retire rows by moving the kept ones to the front, in the given order.
 - Holes are reclaimed by `compact()` (each row's valid slots moved to the front) when the cursor
-  would run past the capacity; if that is not enough the buffers grow.
+  would run past the capacity; if that is not enough the buffers grow. `trim(longest)` compacts
+  early when holes make up most of the attended width (every step attends over all `cursor`
+  slots, so holes left by rejected drafts cost attention time until reclaimed); `longest` is a
+  host-side upper bound on any row's valid slots, so no device sync is needed.
 
 The model sees this as a `transformers.Cache`: each layer's `update` writes the region set by the
 cache and returns only the slots in use (not the whole capacity).
@@ -218,6 +221,13 @@ class SlotCache(Cache):
         if need > self.slots_capacity:
             grown = max(need, int(self.slots_capacity * 1.5))
             self.grow(slots=-(-grown // self.kv_align) * self.kv_align)
+
+    def trim(self, longest: int, slack: int = 64) -> bool:
+        """Compact when the cursor runs more than max(slack, longest / 2) slots past `longest`."""
+        if self.num_rows == 0 or self.cursor - longest < max(slack, longest // 2):
+            return False
+        self.compact()
+        return True
 
     def compact(self) -> None:
         """Move each row's valid slots to the front (in their order); the cursor drops to the longest row."""

@@ -3,16 +3,16 @@
     python benchmarks/hf_speed.py [--batch-sizes 1 2 4 8 16] [--new-tokens 64] [--reps 3]
 
 SmolLM2-135M-Instruct in bfloat16 on this CPU. Every batch size runs the same --num-prompts
-shipped prompts (one per category first), split into batches of that size, EOS suppressed so every
-row generates exactly --new-tokens tokens. Methods run in a random order in each
-round and each is compared with HF plain of the same round (paired ratios, median over rounds), so
-the host's slow drifts in speed cancel; one warm-up call of `auto` first (its online tuning):
+shipped prompts (one per category first), split into batches of that size, EOS suppressed so
+every row generates exactly --new-tokens tokens. Methods run in a random order in each round and
+each is compared with HF plain of the same round (paired ratios, median over rounds), so the
+host's slow drifts in speed cancel; one warm-up call of `auto` first (its online tuning). Methods:
 HF plain `generate`; HF plain over the same prepacked CPU weights autospec runs with
 (`hf_plain_prepacked`: the engine's share of the speedup, so speculation's own share is autospec
 over it); HF assisted generation with prompt lookup (batch 1 only: HF refuses more; with
---draft ngram); autospec with the chosen drafter (--draft ngram | distilled | first:N) at every fixed
-spec_len 0..8 and `auto`. Reported: median wall
-time, tokens/s, ratio to HF plain, tokens per target pass, mean verified block width (q). Writes JSON and prints a table.
+--draft ngram); autospec with the chosen drafter (--draft ngram | distilled | first:N) at every
+fixed spec_len 0..8 and `auto`. Reported: median wall time, tokens/s, ratios to both HF
+baselines, tokens per target pass, mean verified block width (q). Writes JSON, prints a table.
 """
 from __future__ import annotations
 

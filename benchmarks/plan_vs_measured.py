@@ -1,6 +1,6 @@
 """Does the plan from a profile pick what the HF-backend benchmark measured as best? (issue 4, claim 2)
 
-    python benchmarks/plan_vs_measured.py --profile P.yaml --measured benchmarks/results/hf_speed_cpu_ngram.json
+    python benchmarks/plan_vs_measured.py --profile P.yaml --measured benchmarks/results/hf_speed_cpu_ngram.json [MORE.json]
 
 For each batch size in the measurement: the plan's spec_len, the fixed spec_len with the best
 measured speedup, and the plan's measured speedup as a fraction of the best. A batch size agrees
@@ -73,14 +73,17 @@ def compare(model: CostModel, measured: dict, max_spec_len: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True)
-    parser.add_argument("--measured", type=Path, required=True)
+    parser.add_argument("--measured", type=Path, nargs="+", required=True,
+                        help="hf_speed JSON files; a later file's batch sizes replace an earlier one's")
     parser.add_argument("--max-spec-len", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/plan_vs_measured.json"))
     args = parser.parse_args()
     model = CostModel.from_profile(args.profile)
-    measured = json.loads(args.measured.read_text())
-    result = {"profile": args.profile, "measured": str(args.measured), "command": " ".join(sys.argv),
-              **compare(model, measured["results"], args.max_spec_len)}
+    measured: dict = {}
+    for path in args.measured:
+        measured.update(json.loads(path.read_text())["results"])
+    result = {"profile": args.profile, "measured": [str(p) for p in args.measured], "command": " ".join(sys.argv),
+              **compare(model, dict(sorted(measured.items(), key=lambda kv: int(kv[0]))), args.max_spec_len)}
     args.out.write_text(json.dumps(result, indent=1))
     for name in ("profile", "workload"):
         print_table(name, result[name])
