@@ -140,6 +140,8 @@ class CostModel:
         self.draft_fit = StepTimeFit(profile.draft_step_ms) if profile.draft_has_cost else None
         self._by_q_target = _index_by_q(profile.target_step_ms)
         self._by_q_draft = _index_by_q(profile.draft_step_ms)
+        table = profile.step_overhead_ms                 # -> (sorted batch sizes, fixed ms, ms per drafted position)
+        self._overhead_ms = tuple(zip(*[(b, *table[b]) for b in sorted(table)])) if table else None
         self._warned = False
         self.step_times_s = lru_cache(maxsize=4096)(self._step_times_s)
         self.log_time_stds = lru_cache(maxsize=4096)(self._log_time_stds)
@@ -187,17 +189,23 @@ class CostModel:
 
     def step_time_s(self, batch_size: float, spec_len: int) -> float:
         """spec_len draft forwards + one target forward of the expected verify width + the step's overhead."""
-        forwards = spec_len * self.draft_time_s(batch_size) + self.verify_time_s(batch_size, spec_len)
+        return self._whole_step_s(batch_size, spec_len, self.verify_time_s(batch_size, spec_len))
+
+    def step_time_at_width_s(self, batch_size: float, spec_len: int, mean_q: float) -> float:
+        """`step_time_s` with the verify block's mean width given (measured) instead of modelled."""
+        return self._whole_step_s(batch_size, spec_len, self.verify_width_time_s(batch_size, mean_q))
+
+    def _whole_step_s(self, batch_size: float, spec_len: int, verify_s: float) -> float:
+        """spec_len draft forwards + `verify_s` + the overhead, never below half of the forwards."""
+        forwards = spec_len * self.draft_time_s(batch_size) + verify_s
         return max(0.5 * forwards, forwards + self.overhead_time_s(batch_size, spec_len))
 
     def overhead_time_s(self, batch_size: float, spec_len: int) -> float:
         """Seconds a whole step costs beyond its forwards (0 for a profile without `step_overhead`)."""
-        table = self.profile.step_overhead_ms
-        if not table:
+        if self._overhead_ms is None:
             return 0.0
-        sizes = sorted(table)
-        fixed, per_draft = (float(np.interp(batch_size, sizes, [table[b][i] for b in sizes])) for i in (0, 1))
-        return (fixed + spec_len * per_draft) / 1e3
+        sizes, fixed, per_draft = self._overhead_ms
+        return (float(np.interp(batch_size, sizes, fixed)) + spec_len * float(np.interp(batch_size, sizes, per_draft))) / 1e3
 
     def verify_time_s(self, batch_size: float, spec_len: int) -> float:
         """Target forward over the verify block: q = spec_len + 1 when every row drafts spec_len tokens.

@@ -10,7 +10,8 @@ Contract:
 - Outputs are bit-identical to `nn.Linear`'s: CPU bf16 `linear` already runs oneDNN's kernels,
   only the weight reorder is hoisted out of every call (measured on this project's 2-core CPU:
   SmolLM2-135M forwards 1.1-1.7x faster, logits max difference 0). Memory: one more copy of the
-  linear weights, shared by every engine over the same model (`maybe_packed`). Float32 is not packed: its packed kernels round differently from MKL's sgemm.
+  linear weights, shared by every engine over the same model (`maybe_packed`). Float32 is not
+  packed: its packed kernels round differently from MKL's sgemm.
 """
 from __future__ import annotations
 
