@@ -187,9 +187,8 @@ def step_residual_ms(target: Any, draft: Any, rows: list[list[int]], cells_model
                       max_batch_size=len(rows), cpu_prepack=None)
     engine.serve(rows, max_new_tokens=new_tokens, eos_token_id=-1, progress=False)
     b = len(rows)
-    residuals = [1e3 * (r.step_time_s - r.spec_len * cells_model.draft_time_s(b)
-                        - cells_model.target_time_s(b, r.extra["verify_q"]))
-                 for r in engine.records[2:] if r.batch_size == b]
+    residuals = [1e3 * (r.step_time_s - cells_model.step_time_at_width_s(b, r.spec_len, r.extra["verify_q"]))
+                 for r in engine.records[2:] if r.batch_size == b]         # cells_model has no overhead yet
     return statistics.median(residuals)
 
 
