@@ -13,9 +13,10 @@ Contract:
 - `log_time_stds(b, max_spec_len)` says how much the model knows about each step time: the std of
   log(true / modelled) is `MEASURED_STD` where every term was measured, `INTERPOLATED_STD` where
   one was interpolated, `PREDICTED_STD` where one came from the regression.
-- Where the profile measured whole steps (`step_overhead`), a step also costs that overhead:
-  fixed(b) + s * per_draft(b), linear between measured batch sizes and held at the nearest one
-  outside them; the step time never drops below half of its forwards.
+- Where the profile measured whole steps (`step_overhead`), a step also costs that overhead: the
+  measured residual at (b, s), linear between measured spec_lens and beyond the largest one along
+  the least-squares line through them; linear between measured batch sizes and held at the nearest
+  one outside them. The step time never drops below half of its forwards.
 - Acceptance is either a float `a` (i.i.d.) or a per-position sequence of conditional rates
   (`a[j]` = P(draft j accepted | drafts before j accepted)).
 - A `CostModel` is immutable after construction; step-time vectors per batch size are cached.
@@ -140,8 +141,7 @@ class CostModel:
         self.draft_fit = StepTimeFit(profile.draft_step_ms) if profile.draft_has_cost else None
         self._by_q_target = _index_by_q(profile.target_step_ms)
         self._by_q_draft = _index_by_q(profile.draft_step_ms)
-        table = profile.step_overhead_ms                 # -> (sorted batch sizes, fixed ms, ms per drafted position)
-        self._overhead_ms = tuple(zip(*[(b, *table[b]) for b in sorted(table)])) if table else None
+        self._overhead_ms = _overhead_table(profile.step_overhead_ms) if profile.step_overhead_ms else None
         self._warned = False
         self.step_times_s = lru_cache(maxsize=4096)(self._step_times_s)
         self.log_time_stds = lru_cache(maxsize=4096)(self._log_time_stds)
@@ -204,8 +204,11 @@ class CostModel:
         """Seconds a whole step costs beyond its forwards (0 for a profile without `step_overhead`)."""
         if self._overhead_ms is None:
             return 0.0
-        sizes, fixed, per_draft = self._overhead_ms
-        return (float(np.interp(batch_size, sizes, fixed)) + spec_len * float(np.interp(batch_size, sizes, per_draft))) / 1e3
+        sizes, spec_lens, residuals, slopes = self._overhead_ms
+        last = spec_lens[-1]
+        per_size = (residuals[:, -1] + (spec_len - last) * slopes if spec_len > last
+                    else [np.interp(spec_len, spec_lens, row) for row in residuals])
+        return float(np.interp(batch_size, sizes, per_size)) / 1e3
 
     def verify_time_s(self, batch_size: float, spec_len: int) -> float:
         """Target forward over the verify block: q = spec_len + 1 when every row drafts spec_len tokens.
@@ -266,6 +269,16 @@ class CostModel:
     @classmethod
     def load(cls, path: str | Path) -> "CostModel":
         return cls.from_profile(path)
+
+
+def _overhead_table(table: dict[int, dict[int, float]]) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
+    """(sorted batch sizes, spec_lens, residual ms [sizes, spec_lens], least-squares ms per spec_len [sizes])."""
+    sizes = sorted(table)
+    spec_lens = sorted(table[sizes[0]])
+    residuals = np.array([[table[b][s] for s in spec_lens] for b in sizes])   # [num sizes, num spec_lens]
+    slopes = (np.polyfit(spec_lens, residuals.T, 1)[0] if len(spec_lens) > 1
+              else np.zeros(len(sizes)))                                        # [num sizes]
+    return sizes, spec_lens, residuals, slopes
 
 
 def _index_by_q(cells: Cells) -> dict[int, tuple[list[int], list[float]]]:

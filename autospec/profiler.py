@@ -13,11 +13,15 @@ Contract:
   model predicts the rest.
 - The draft's per-position acceptance is measured by running the HF backend greedily at spec_len =
   max_spec_len on a prompt set (the shipped one by default).
-- Whole steps: at every batch size, short runs of the HF backend at fixed spec_lens (`--step-spec-lens`)
-  time real speculative steps; each step's wall time minus the forwards the cells predict for it
-  (its actual verify width) is its overhead; a line in spec_len through the per-spec_len medians
-  gives the profile's `step_overhead` (fixed ms + ms per drafted position), which the cost model
-  adds to every step.
+- Whole steps: at every batch size, runs of the HF backend with the `sweep` controller time real
+  steps at the spec_lens of `--step-spec-lens` (default 0..min(4, max_spec_len); must include 0),
+  each once per sweep of consecutive steps in a random order, on the prompt set, for
+  `--step-rounds` rounds. Each sweep is scaled so that its plain step costs what the cells predict
+  (the host's speed drifts between the cell timing and the runs, and within a run; a sweep lasts a
+  fraction of a second), and a step's residual is its scaled wall time minus the forwards the
+  cells predict for it at its actual verify width. The median residual per (batch_size, spec_len)
+  is the profile's `step_overhead` (0 at spec_len 0 by construction), which the cost model adds to
+  every step (and extends along a line in spec_len).
 - The YAML records device, dtype, library versions, date, command, settings, every raw timing, the
   target's shape (checked when the profile is used with a model) and the cost model's held-out
   fit error.
@@ -158,38 +162,50 @@ def measure_acceptance(target: Any, draft: Any, tokenizer: Any, prompts: list[di
 
 
 def measure_step_overhead(target: Any, draft: Any, tokenizer: Any, prompts: list[dict], cells_model: Any,
-                          spec_lens: list[int], new_tokens: int) -> tuple[dict[int, tuple[float, float]], dict]:
-    """Per batch size of the cells: (fixed ms, ms per drafted position) of whole steps beyond their
-    forwards, and the per-spec_len median residuals they were fitted to."""
-    import numpy as np
+                          spec_lens: list[int], new_tokens: int, rounds: int) -> tuple[dict[int, dict[int, float]], dict]:
+    """batch_size -> {spec_len: median residual ms over every sweep of every round}, and the sweep counts."""
     from tqdm.auto import tqdm
 
     from autospec.prompts import chat_token_ids
 
     ids = chat_token_ids(tokenizer, [p["prompt"] for p in prompts])
-    table, medians = {}, {}
-    runs = [(b, s) for b in cells_model.profile.batch_sizes for s in spec_lens]
-    for b, s in tqdm(runs, desc="whole steps", unit="run"):
-        rows = [ids[i % len(ids)] for i in range(b)]
-        medians[(b, s)] = step_residual_ms(target, draft, rows, cells_model, s, max(spec_lens), new_tokens)
-    for b in cells_model.profile.batch_sizes:
-        per_draft, fixed = np.polyfit(spec_lens, [medians[(b, s)] for s in spec_lens], 1)
-        table[b] = (float(fixed), float(per_draft))
-    return table, _nest({k: round(v, 3) for k, v in medians.items()})
+    sizes = cells_model.profile.batch_sizes
+    samples: dict[tuple[int, int], list[float]] = {(b, s): [] for b in sizes for s in spec_lens}
+    with tqdm(total=rounds * len(sizes), desc="whole steps", unit="run") as bar:
+        for r in range(rounds):
+            for b in random.Random(r).sample(sizes, len(sizes)):
+                rows = [ids[(i + r * b) % len(ids)] for i in range(b)]
+                for s, ms in sweep_residuals_ms(target, draft, rows, cells_model, spec_lens, new_tokens, seed=r):
+                    samples[(b, s)].append(ms)
+                bar.update()
+    empty = sorted(b for (b, _), v in samples.items() if not v)
+    if empty:
+        raise ValueError(f"--step-tokens {new_tokens} left no complete sweep at batch size {empty[0]}; raise it")
+    table = _nest({k: round(statistics.median(v), 4) for k, v in samples.items()})
+    return table, _nest({k: len(v) for k, v in samples.items()})
 
 
-def step_residual_ms(target: Any, draft: Any, rows: list[list[int]], cells_model: Any, spec_len: int,
-                     max_spec_len: int, new_tokens: int) -> float:
-    """Median over a run's steps (the first two skipped) of wall ms minus the modelled forwards."""
+def sweep_residuals_ms(target: Any, draft: Any, rows: list[list[int]], cells_model: Any, spec_lens: list[int],
+                       new_tokens: int, seed: int) -> list[tuple[int, float]]:
+    """(spec_len, residual ms) for each step of every complete sweep after the first, with every row
+    still running: wall ms, scaled so the sweep's plain step costs the cells' T(b, 1), minus the
+    forwards the cells predict at the step's verify width."""
+    from autospec.controllers import SweepController
     from autospec.engine import AutoSpec
 
-    engine = AutoSpec(target, draft, controller=f"fixed:{spec_len}", max_spec_len=max_spec_len,
-                      max_batch_size=len(rows), cpu_prepack=None)
+    top, b, n = max(spec_lens), len(rows), len(spec_lens)
+    controller = SweepController(spec_lens=spec_lens, max_spec_len=top, seed=seed)
+    engine = AutoSpec(target, draft, controller=controller, max_spec_len=top, max_batch_size=b, cpu_prepack=None)
     engine.serve(rows, max_new_tokens=new_tokens, eos_token_id=-1, progress=False)
-    b = len(rows)
-    residuals = [1e3 * (r.step_time_s - cells_model.step_time_at_width_s(b, r.spec_len, r.extra["verify_q"]))
-                 for r in engine.records[2:] if r.batch_size == b]         # cells_model has no overhead yet
-    return statistics.median(residuals)
+    out = []
+    for start in range(n, len(engine.records) - n + 1, n):
+        sweep = {r.spec_len: r for r in engine.records[start:start + n] if r.batch_size == b}
+        if len(sweep) < n:                                  # clamped near the end, or rows finished
+            continue
+        scale = cells_model.target_time_s(b, 1) / sweep[0].step_time_s
+        out += [(s, 1e3 * (r.step_time_s * scale - cells_model.step_time_at_width_s(b, s, r.extra["verify_q"])))
+                for s, r in sweep.items()]
+    return out
 
 
 def acceptance_from_records(records: list[Any], max_spec_len: int) -> dict[str, Any]:
@@ -237,9 +253,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=480.0, help="seconds for step timing (essential cells always run)")
     p.add_argument("--prompts", type=Path, default=None, help="JSONL prompt file for acceptance (default: shipped)")
     p.add_argument("--acceptance-tokens", type=int, default=48, help="new tokens per prompt when measuring acceptance")
-    p.add_argument("--step-spec-lens", type=int, nargs="*", default=[0, 1, 3],
-                   help="fixed spec_lens of the whole-step runs (at least two; none: --step-spec-lens with no value)")
-    p.add_argument("--step-tokens", type=int, default=32, help="new tokens per row in each whole-step run")
+    p.add_argument("--step-spec-lens", type=int, nargs="*", default=None,
+                   help="spec_lens swept in the whole-step runs (default 0..min(4, max_spec_len); 0 and at least "
+                        "one more; none: --step-spec-lens with no value)")
+    p.add_argument("--step-tokens", type=int, default=96, help="new tokens per row in each whole-step run")
+    p.add_argument("--step-rounds", type=int, default=2, help="whole-step runs per batch size")
     p.add_argument("--name", default=None)
     p.add_argument("--out", type=Path, required=True)
 
@@ -282,11 +300,16 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-spec-len must be in 1..32, got {args.max_spec_len}")
     if args.context_len < 1 or args.reps < 1 or args.warmup < 0 or args.time_budget <= 0:
         raise ValueError("--context-len and --reps must be >= 1, --warmup >= 0, --time-budget > 0")
+    if args.step_spec_lens is None:
+        args.step_spec_lens = list(range(min(4, args.max_spec_len) + 1))
     spec_lens = args.step_spec_lens
-    if spec_lens and (len(set(spec_lens)) < 2 or not all(0 <= s <= args.max_spec_len for s in spec_lens)):
-        raise ValueError(f"--step-spec-lens needs at least two distinct values in 0..{args.max_spec_len}, got {spec_lens}")
+    if args.step_rounds < 1:
+        raise ValueError(f"--step-rounds must be >= 1, got {args.step_rounds}")
+    if spec_lens and (len(set(spec_lens)) < 2 or 0 not in spec_lens or not all(0 <= s <= args.max_spec_len for s in spec_lens)):
+        raise ValueError(f"--step-spec-lens needs 0 and at least one more distinct value in 0..{args.max_spec_len}, "
+                         f"got {spec_lens}")
     if args.step_tokens < 8:
-        raise ValueError(f"--step-tokens must be >= 8 (the first two steps are skipped), got {args.step_tokens}")
+        raise ValueError(f"--step-tokens must be >= 8, got {args.step_tokens}")
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -320,10 +343,10 @@ def run_profile(args: argparse.Namespace) -> int:
                "raw_ms": {"target": _nest(target_raw), "draft": _nest(draft_raw)},
                "acceptance_detail": {k: v for k, v in acceptance.items() if k not in ("per_pos", "coverage_per_pos")}})
     if args.step_spec_lens:
-        overhead, medians = measure_step_overhead(target, draft, tokenizer, prompts, CostModel(profile),
-                                                  sorted(set(args.step_spec_lens)), args.step_tokens)
+        overhead, sweeps = measure_step_overhead(target, draft, tokenizer, prompts, CostModel(profile),
+                                                    sorted(set(args.step_spec_lens)), args.step_tokens, args.step_rounds)
         profile = dataclasses.replace(profile, step_overhead_ms=overhead,
-                                      extra={**profile.extra, "step_overhead_medians_ms": medians})
+                                      extra={**profile.extra, "step_overhead_sweeps": sweeps})
     model = CostModel(profile)
     fit = model.fit_error()
     profile.provenance["fit_error"] = {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in fit.items()}
@@ -332,8 +355,9 @@ def run_profile(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(target_ms)} target cells, {len(draft_ms)} draft cells, "
           f"acceptance per position {acceptance['per_pos']}, in {profile.provenance['wall_s']} s")
     if profile.step_overhead_ms:
-        print("whole steps beyond their forwards, ms (fixed + per drafted position): "
-              + ", ".join(f"b={b}: {f:.1f} + {d:.2f}" for b, (f, d) in profile.step_overhead_ms.items()))
+        print("whole steps beyond their forwards, ms at spec_len " + "/".join(map(str, sorted(set(args.step_spec_lens)))) + ": "
+              + ", ".join(f"b={b}: " + "/".join(f"{ms:.1f}" for ms in row.values())
+                          for b, row in profile.step_overhead_ms.items()))
     for part, err in fit.items():
         print(f"{part}: held-out MAPE {err['mape_pct']:.1f}% (max {err['max_ape_pct']:.1f}%) over {err['num_cells']} cells")
     return 0

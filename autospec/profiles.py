@@ -9,10 +9,12 @@ Contract:
   and `spread_ms`. `coverage_per_pos[j]` is the fraction of rows whose drafter proposed at least j + 1
   tokens (n-gram lookup drafts only where the context repeats; absent means every row always drafts
   spec_len tokens); the cost model uses it for the expected width of the verify block.
-  Optional `step_overhead: {fixed_ms: {batch_size: ms}, per_draft_ms: {batch_size: ms}}`: what a
-  whole speculative step through the backend costs beyond the forwards above (host bookkeeping,
-  drafting's own work), measured by `autospec profile`, as a fixed part plus a part per drafted
-  position. Either may be negative (a calibration: real steps ran faster than the cells predict).
+  Optional `step_overhead: {residual_ms: {batch_size: {spec_len: ms}}}`: what a whole speculative
+  step through the backend costs beyond the forwards above (host bookkeeping, drafting's own work,
+  attention over the holes rejected drafts leave in the cache), measured by `autospec profile` at
+  the same spec_lens for every batch size. Values may be negative (a calibration: real steps ran
+  faster than the cells predict). The older form `{fixed_ms: {batch_size: ms}, per_draft_ms:
+  {batch_size: ms}}` is read as residuals fixed at spec_len 0 and fixed + per_draft at spec_len 1.
 - `load_profile(name_or_path)` takes a shipped name (see `shipped_profiles()`) or a path and
   validates everything before returning; every problem raises `ProfileError` naming it.
 - The target must have q = 1 and q = 2 at every measured batch size, and a model draft q = 1 at
@@ -48,7 +50,7 @@ class Profile:
     provenance: dict[str, Any] = field(default_factory=dict)
     acceptance_per_pos: tuple[float, ...] | None = None
     coverage_per_pos: tuple[float, ...] | None = None
-    step_overhead_ms: dict[int, tuple[float, float]] | None = None    # batch_size -> (fixed, per drafted position)
+    step_overhead_ms: dict[int, dict[int, float]] | None = None    # batch_size -> {spec_len: ms}
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,8 +73,8 @@ class Profile:
         if self.coverage_per_pos is not None:
             d.setdefault("acceptance", {})["coverage_per_pos"] = [float(c) for c in self.coverage_per_pos]
         if self.step_overhead_ms:
-            d["step_overhead"] = {name: {b: round(float(v[i]), 4) for b, v in sorted(self.step_overhead_ms.items())}
-                                  for i, name in enumerate(("fixed_ms", "per_draft_ms"))}
+            d["step_overhead"] = {"residual_ms": {b: {s: round(float(ms), 4) for s, ms in sorted(row.items())}
+                                                  for b, row in sorted(self.step_overhead_ms.items())}}
         d.update(self.extra)
         return d
 
@@ -178,13 +180,13 @@ def _cells(nested: Any, what: str, source: str) -> Cells:
     return cells
 
 
-def _int_key(value: Any, what: str, source: str) -> int:
+def _int_key(value: Any, what: str, source: str, minimum: int = 1) -> int:
     try:
         key = int(value)
     except (TypeError, ValueError):
         raise ProfileError(f"profile {source}: {what} has a non-integer key {value!r}") from None
-    if key < 1:
-        raise ProfileError(f"profile {source}: {what} has a non-positive key {key}")
+    if key < minimum:
+        raise ProfileError(f"profile {source}: {what} has a key {key} below {minimum}")
     return key
 
 
@@ -210,18 +212,34 @@ def _rates(section: Any, key: str, source: str) -> tuple[float, ...] | None:
     return rates
 
 
-def _step_overhead(section: Any, source: str) -> dict[int, tuple[float, float]] | None:
-    """step_overhead.{fixed_ms, per_draft_ms} as batch_size -> (fixed, per drafted position); None when absent."""
+def _step_overhead(section: Any, source: str) -> dict[int, dict[int, float]] | None:
+    """step_overhead as batch_size -> {spec_len: residual ms}; None when absent."""
     if section is None:
         return None
-    parts = [section.get(k) if isinstance(section, dict) else None for k in ("fixed_ms", "per_draft_ms")]
-    if not all(isinstance(part, dict) and part for part in parts):
-        raise ProfileError(f"profile {source}: step_overhead must map fixed_ms and per_draft_ms to {{batch_size: ms}}")
-    tables = [{_int_key(b, f"step_overhead.{k}", source): _finite(v, f"step_overhead.{k}[{b}]", source)
-               for b, v in part.items()} for k, part in zip(("fixed_ms", "per_draft_ms"), parts)]
-    if set(tables[0]) != set(tables[1]):
-        raise ProfileError(f"profile {source}: step_overhead.fixed_ms and per_draft_ms cover different batch sizes")
-    return {b: (tables[0][b], tables[1][b]) for b in sorted(tables[0])}
+    if isinstance(section, dict) and "residual_ms" not in section and {"fixed_ms", "per_draft_ms"} <= set(section):
+        section = {"residual_ms": _legacy_overhead(section, source)}
+    table = section.get("residual_ms") if isinstance(section, dict) else None
+    if not isinstance(table, dict) or not table or not all(isinstance(row, dict) and row for row in table.values()):
+        raise ProfileError(f"profile {source}: step_overhead must map residual_ms to {{batch_size: {{spec_len: ms}}}}")
+    out = {_int_key(b, "step_overhead.residual_ms", source):
+           {_int_key(s, f"step_overhead.residual_ms[{b}]", source, minimum=0):
+            _finite(ms, f"step_overhead.residual_ms[{b}][{s}]", source) for s, ms in row.items()}
+           for b, row in table.items()}
+    if len({tuple(sorted(row)) for row in out.values()}) > 1:
+        raise ProfileError(f"profile {source}: step_overhead.residual_ms must cover the same spec_lens at every batch size")
+    return {b: dict(sorted(out[b].items())) for b in sorted(out)}
+
+
+def _legacy_overhead(section: dict, source: str) -> dict[Any, dict[int, float]]:
+    """{fixed_ms, per_draft_ms} -> residuals at spec_len 0 and 1 (the same line)."""
+    fixed, per_draft = section["fixed_ms"], section["per_draft_ms"]
+    if not isinstance(fixed, dict) or not isinstance(per_draft, dict) or set(fixed) != set(per_draft):
+        raise ProfileError(f"profile {source}: step_overhead.fixed_ms and per_draft_ms must cover the same batch sizes")
+    out = {}
+    for b in fixed:
+        fixed_ms = _finite(fixed[b], f"step_overhead.fixed_ms[{b}]", source)
+        out[b] = {0: fixed_ms, 1: fixed_ms + _finite(per_draft[b], f"step_overhead.per_draft_ms[{b}]", source)}
+    return out
 
 
 def _finite(value: Any, what: str, source: str) -> float:

@@ -2,17 +2,22 @@
 
     python benchmarks/hf_speed.py [--batch-sizes 1 2 4 8 16] [--new-tokens 64] [--reps 3]
 
-SmolLM2-135M-Instruct in bfloat16 on this CPU. Every batch size runs the same --num-prompts
-shipped prompts (one per category first), split into batches of that size, EOS suppressed so
-every row generates exactly --new-tokens tokens. Methods run in a random order in each round and
-each is compared with HF plain of the same round (paired ratios, median over rounds), so the
-host's slow drifts in speed cancel; one warm-up call of `auto` first (its online tuning). Methods:
+SmolLM2-135M-Instruct in bfloat16 on this CPU. Every batch size runs the first --num-prompts
+shipped prompts (one per category first; rounded up to full batches of that size), EOS suppressed
+so every row generates exactly --new-tokens tokens. In each round every batch of prompts is run by
+every method back to back, in a fresh random order per batch, and a method's round time is the sum
+over batches; each method is compared with HF plain of the same round (paired ratios, median over
+rounds), so the host's drifts in speed (seconds to minutes) fall on all methods alike. One warm-up
+call of `auto` first (its online tuning). Methods:
 HF plain `generate`; HF plain over the same prepacked CPU weights autospec runs with
 (`hf_plain_prepacked`: the engine's share of the speedup, so speculation's own share is autospec
 over it); HF assisted generation with prompt lookup (batch 1 only: HF refuses more; with
 --draft ngram); autospec with the chosen drafter (--draft ngram | distilled | first:N) at every
 fixed spec_len 0..8 and `auto`. Reported: median wall time, tokens/s, ratios to both HF
-baselines, tokens per target pass, mean verified block width (q). Writes JSON, prints a table.
+baselines, tokens per target pass, mean verified block width (q); and, from the engine's step
+records, goodput at the batch size itself (`full_batch`: steps with every row still running, so
+neither prefill nor a static batch's tail of finished rows), per round and paired with fixed:0's
+(`goodput_vs_spec_len_0`), which is what a plan per batch size predicts. Writes JSON, prints a table.
 """
 from __future__ import annotations
 
@@ -36,8 +41,10 @@ NO_EOS = -1
 
 
 def batches(tokenizer, size: int, num_prompts: int):
-    """The first num_prompts prompts, taking one category at a time, as left-padded batches of `size`."""
-    prompts = sorted(load_prompts(), key=lambda p: (int(p["id"].rsplit("-", 1)[1]), p["category"]))[:num_prompts]
+    """The first prompts, one category at a time, as left-padded batches of `size`: as many full
+    batches as it takes to cover num_prompts."""
+    count = size * -(-num_prompts // size)
+    prompts = sorted(load_prompts(), key=lambda p: (int(p["id"].rsplit("-", 1)[1]), p["category"]))[:count]
     # one prompt per category first: chat, code, math, qa, rewrite, summarize, then the next of each
     rows = chat_token_ids(tokenizer, [p["prompt"] for p in prompts])
     out = []
@@ -47,19 +54,18 @@ def batches(tokenizer, size: int, num_prompts: int):
     return out
 
 
-def methods(model, tokenizer, size: int, args):
-    groups = batches(tokenizer, size, max(size, args.num_prompts))
+def methods(model, tokenizer, size: int, args) -> dict:
+    """{name: (run(input_ids, attention_mask) -> [rows, prompt + new tokens], engine or None)}."""
     common = dict(max_new_tokens=args.new_tokens, eos_token_id=NO_EOS, pad_token_id=tokenizer.pad_token_id)
 
     def hf(**extra):
-        return lambda: torch.cat([model.generate(input_ids=i, attention_mask=m, do_sample=False, **common, **extra)
-                                  .flatten() for i, m in groups])
+        return lambda i, m: model.generate(input_ids=i, attention_mask=m, do_sample=False, **common, **extra)
 
     packed = maybe_packed(model, None)
 
-    def hf_packed():                      # HF's own loop over the same prepacked weights autospec uses
+    def hf_packed(i, m):                  # HF's own loop over the same prepacked weights autospec uses
         with packed.active():
-            return hf()()
+            return hf()(i, m)
 
     out = {"hf_plain": (hf(), None)}
     if packed is not None:
@@ -69,51 +75,88 @@ def methods(model, tokenizer, size: int, args):
             out[f"hf_prompt_lookup_{k}"] = (hf(prompt_lookup_num_tokens=k), None)
     for spec in [f"fixed:{k}" for k in range(9)] + ["auto"]:
         engine = AutoSpec(model, args.draft_model, controller=spec, cost_model=args.profile, max_batch_size=max(16, size))
-        run = (lambda e=engine: torch.cat([e.generate(i, attention_mask=m, **common).flatten() for i, m in groups]))
-        out[spec] = (run, engine)
+        out[spec] = ((lambda i, m, e=engine: e.generate(i, attention_mask=m, **common)), engine)
     return out
 
 
 def measure(model, tokenizer, size: int, args) -> dict:
-    """Rounds of every method in random order; ratios to HF plain are paired within a round."""
+    """Rounds over the batches, every method back to back on each batch in random order; ratios to
+    HF plain are paired within a round."""
+    groups = batches(tokenizer, size, args.num_prompts)
     runs = methods(model, tokenizer, size, args)
     if args.methods:
         keep = set(args.methods.split(",")) | {"hf_plain", "hf_plain_prepacked"}
         runs = {k: v for k, v in runs.items() if k in keep}
-    runs["hf_plain"][0]()                                       # warm up torch
+    runs["hf_plain"][0](*groups[0])                             # warm up torch
     if "auto" in runs:
-        runs["auto"][0]()                                       # auto's online tuning starts here
-    learned = {name: len(engine.records) for name, (_, engine) in runs.items() if engine is not None}
-    rng = random.Random(size)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    outputs: dict[str, torch.Tensor] = {}
-    for _ in range(args.reps):
-        order = list(runs)
-        rng.shuffle(order)
-        for name in order:
-            t0 = time.perf_counter()
-            outputs[name] = runs[name][0]()
-            times[name].append(time.perf_counter() - t0)
-    tokens = max(size, args.num_prompts) * args.new_tokens
+        for group in groups:
+            runs["auto"][0](*group)                             # auto's online tuning starts here
+    times, outputs, rounds = run_rounds(runs, groups, args.reps, random.Random(size))
+    tokens = len(groups) * size * args.new_tokens
     result = {}
     for name, (_, engine) in runs.items():
         ratios = [base / t for base, t in zip(times["hf_plain"], times[name])]
         row = {"wall_s": statistics.median(times[name]), "tokens_per_s": tokens / statistics.median(times[name]),
                "speedup_vs_hf_plain": statistics.median(ratios), "speedup_per_round": ratios,
                **paired("speedup_vs_hf_plain_prepacked", times.get("hf_plain_prepacked"), times[name]),
-               "identical_to_hf_plain": bool(torch.equal(outputs[name], outputs["hf_plain"]))}
+               "identical_to_hf_plain": all(torch.equal(a, b) for a, b in zip(outputs[name], outputs["hf_plain"]))}
         if engine is not None:
-            recs = engine.records[learned[name]:]
-            row["tokens_per_target_pass"] = sum(r.num_emitted_tokens for r in recs) / sum(r.batch_size for r in recs)
-            row["mean_spec_len"] = sum(r.spec_len for r in recs) / len(recs)
-            row["mean_verify_q"] = sum(r.extra.get("verify_q", r.spec_len + 1) for r in recs) / len(recs)
+            row.update(engine_stats([r for recs in rounds[name] for r in recs]))
+            row["full_batch"] = full_batch_stats(rounds[name], size)
         result[name] = row
+    if "fixed:0" in result:
+        base = result["fixed:0"]["full_batch"]["goodput_per_round"]
+        for row in result.values():
+            if "full_batch" in row:
+                row["full_batch"].update(paired("goodput_vs_spec_len_0", base, row["full_batch"]["goodput_per_round"],
+                                                invert=True))
     return result
 
 
-def paired(key: str, base: list[float] | None, times: list[float]) -> dict[str, float]:
-    """{key: median of base / time over rounds}, or {} without that baseline."""
-    return {key: statistics.median(b / t for b, t in zip(base, times))} if base else {}
+def run_rounds(runs: dict, groups: list, reps: int, rng: random.Random) -> tuple[dict, dict, dict]:
+    """({name: [seconds per round]}, {name: [last round's output per batch]}, {name: [each round's step records]})."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
+    rounds: dict[str, list[list]] = {name: [] for name, (_, engine) in runs.items() if engine is not None}
+    for _ in range(reps):
+        marks = {name: len(runs[name][1].records) for name in rounds}
+        for name in runs:
+            times[name].append(0.0)
+            outputs[name] = []
+        for input_ids, attention_mask in groups:
+            for name in rng.sample(list(runs), len(runs)):
+                t0 = time.perf_counter()
+                outputs[name].append(runs[name][0](input_ids, attention_mask))
+                times[name][-1] += time.perf_counter() - t0
+        for name, mark in marks.items():
+            rounds[name].append(runs[name][1].records[mark:])
+    return times, outputs, rounds
+
+
+def engine_stats(records: list) -> dict[str, float]:
+    """Tokens per target pass, mean spec_len, mean verified width and median step ms of the measured steps."""
+    return {"tokens_per_target_pass": sum(r.num_emitted_tokens for r in records) / sum(r.batch_size for r in records),
+            "mean_spec_len": sum(r.spec_len for r in records) / len(records),
+            "mean_verify_q": sum(r.extra.get("verify_q", r.spec_len + 1) for r in records) / len(records),
+            "median_step_ms": 1e3 * statistics.median(r.step_time_s for r in records)}
+
+
+def full_batch_stats(rounds: list[list], size: int) -> dict:
+    """Goodput at batch size `size`: the steps with every row of the batch still running (a static
+    batch ends with a tail of fewer rows, waiting for its slowest row; prefill is not a step), per
+    round and as a whole, with those steps' tokens per pass and verified width."""
+    full = [[r for r in recs if r.batch_size == size] for recs in rounds]
+    per_round = [sum(r.num_emitted_tokens for r in recs) / sum(r.step_time_s for r in recs) for recs in full]
+    steps = [r for recs in full for r in recs]
+    return {"goodput_tps": statistics.median(per_round), "goodput_per_round": per_round, "steps": len(steps),
+            **engine_stats(steps)}
+
+
+def paired(key: str, base: list[float] | None, values: list[float], invert: bool = False) -> dict[str, float]:
+    """{key: median over rounds of base / value (value / base with invert)}, or {} without that baseline."""
+    if not base:
+        return {}
+    return {key: statistics.median((v / b) if invert else (b / v) for b, v in zip(base, values))}
 
 
 def main() -> int:
@@ -148,10 +191,12 @@ def main() -> int:
 
 
 def print_table(size: int, result: dict) -> None:
-    print(f"\nbatch {size}: {'method':<20}{'wall s':>8}{'tok/s':>8}{'vs HF':>7}{'vs HF pk':>9}{'tok/pass':>9}{'spec_len':>9}")
+    print(f"\nbatch {size}: {'method':<20}{'wall s':>8}{'tok/s':>8}{'vs HF':>7}{'vs HF pk':>9}{'tok/pass':>9}"
+          f"{'spec_len':>9}{'full-batch vs 0':>16}")
     for name, row in result.items():
         extra = f"{row.get('speedup_vs_hf_plain_prepacked', float('nan')):>9.2f}"
         extra += f"{row.get('tokens_per_target_pass', float('nan')):>9.2f}{row.get('mean_spec_len', float('nan')):>9.2f}"
+        extra += f"{row.get('full_batch', {}).get('goodput_vs_spec_len_0', float('nan')):>16.2f}"
         flag = "" if row["identical_to_hf_plain"] else "  (bf16 output differs from HF's)"
         print(f"{'':>9}{name:<20}{row['wall_s']:>8.2f}{row['tokens_per_s']:>8.1f}{row['speedup_vs_hf_plain']:>7.2f}{extra}{flag}")
     sys.stdout.flush()

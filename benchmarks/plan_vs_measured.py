@@ -5,7 +5,14 @@
 For each batch size in the measurement: the plan's spec_len, the fixed spec_len with the best
 measured speedup, and the plan's measured speedup as a fraction of the best. A batch size agrees
 when the plan picked the best; where it did not, the plan's measured goodput should be within 5%
-of the best. Two plans are judged, both from the profile's step-time model:
+of the best. Two measures of the benchmark are judged:
+- `full_batch`: goodput at the batch size itself, from the engine's step records of the steps
+  with every row of the batch running, paired per round with fixed:0 (what a plan per batch size
+  predicts; in files that have it);
+- `end_to_end`: tokens over wall time of whole `generate` calls, paired with HF plain, which also
+  holds the prefill and a static batch's tail (its last steps wait for the slowest row with the
+  other rows finished, more of them the longer the drafts).
+Two plans are judged, both from the profile's step-time model:
 - `profile`: acceptance (and, for n-gram drafting, draft coverage) as the profile measured it on
   its own prompt set, i.e. `autospec plan --profile P`;
 - `workload`: acceptance of the benchmark's own workload, read from its tokens per target pass
@@ -32,6 +39,17 @@ def fixed_rows(results: dict) -> dict[int, dict]:
     return {int(k.split(":")[1]): v for k, v in results.items() if k.startswith("fixed:")}
 
 
+def measured(rows: dict[int, dict], measure: str) -> tuple[dict[int, float], dict[int, list[float]], dict[int, dict]]:
+    """({spec_len: speedup}, {spec_len: speedup per round}, {spec_len: the stats the workload plan reads})."""
+    if measure == "end_to_end":
+        return ({s: r["speedup_vs_hf_plain"] for s, r in rows.items()},
+                {s: r["speedup_per_round"] for s, r in rows.items()}, rows)
+    stats = {s: r["full_batch"] for s, r in rows.items()}
+    base = stats[0]["goodput_per_round"]
+    return ({s: st["goodput_vs_spec_len_0"] for s, st in stats.items()},
+            {s: [g / g0 for g, g0 in zip(st["goodput_per_round"], base)] for s, st in stats.items()}, stats)
+
+
 def workload_goodput(model: CostModel, batch_size: int, rows: dict[int, dict]) -> dict[int, float]:
     """Modelled tokens/s per spec_len with the workload's measured tokens per pass and verify width."""
     out = {}
@@ -41,31 +59,46 @@ def workload_goodput(model: CostModel, batch_size: int, rows: dict[int, dict]) -
     return out
 
 
-def judge(planned: int, speedups: dict[int, float]) -> dict:
+def judge(planned: int, speedups: dict[int, float], per_round: dict[int, list[float]] | None = None) -> dict:
+    """Plan vs measured best; with per-round speedups also how often each spec_len won a round."""
+    if planned not in speedups:
+        raise SystemExit(f"the plan picked spec_len {planned}, which the benchmark did not run (it ran {sorted(speedups)})")
     best = max(speedups, key=speedups.get)
-    return {"planned_spec_len": planned, "measured_best_spec_len": best,
-            "planned_over_best": speedups[planned] / speedups[best], "agrees": planned == best}
+    runner_up = max((v for s, v in speedups.items() if s != best), default=speedups[best])
+    out = {"planned_spec_len": planned, "measured_best_spec_len": best,
+           "planned_over_best": speedups[planned] / speedups[best], "agrees": planned == best,
+           "best_over_runner_up": speedups[best] / runner_up}
+    if per_round:
+        winners = [max(per_round, key=lambda s: per_round[s][i]) for i in range(len(per_round[best]))]
+        out["round_winners"] = {s: winners.count(s) for s in sorted(set(winners))}
+    return out
 
 
 def summary(rows: list[dict]) -> dict:
     agree = sum(r["agrees"] for r in rows) / len(rows)
     within = all(r["agrees"] or r["planned_over_best"] >= WITHIN for r in rows)
-    return {"agreement": agree, "disagreements_within_5pct": within, "met": agree >= AGREE_MIN and within}
+    out = {"agreement": agree, "disagreements_within_5pct": within, "met": agree >= AGREE_MIN and within}
+    errors = [abs(m / r["measured_speedup"][s] - 1) for r in rows if "modelled_speedup" in r
+              for s, m in r["modelled_speedup"].items() if s != 0]
+    if errors:                        # how well the model predicts each spec_len's speedup over spec_len 0
+        out["speedup_mape_pct"] = 100 * sum(errors) / len(errors)
+    return out
 
 
-def compare(model: CostModel, measured: dict, max_spec_len: int) -> dict:
+def compare(model: CostModel, results: dict, max_spec_len: int, measure: str) -> dict:
+    """{plan name: {rows, agreement, ...}} for one measure of the benchmark."""
     profile_acceptance = acceptance_vector(model.profile.acceptance_per_pos, max_spec_len)
     out: dict = {"profile": [], "workload": []}
-    for b_text, results in measured.items():
-        b, rows = int(b_text), {s: r for s, r in fixed_rows(results).items() if s <= max_spec_len}
-        speedups = {s: r["speedup_vs_hf_plain"] for s, r in rows.items()}
+    for b_text, by_method in results.items():
+        b, rows = int(b_text), {s: r for s, r in fixed_rows(by_method).items() if s <= max_spec_len}
+        speedups, per_round, stats = measured(rows, measure)
         planned = plan_rows(model, profile_acceptance, [b], max_spec_len)[0].spec_len
-        out["profile"].append({"batch_size": b, **judge(planned, speedups)})
-        modelled = workload_goodput(model, b, rows)
-        out["workload"].append({"batch_size": b, **judge(max(modelled, key=modelled.get), speedups),
-                                "tokens_per_target_pass": {s: r["tokens_per_target_pass"] for s, r in rows.items()},
+        out["profile"].append({"batch_size": b, **judge(planned, speedups, per_round)})
+        modelled = workload_goodput(model, b, stats)
+        out["workload"].append({"batch_size": b, **judge(max(modelled, key=modelled.get), speedups, per_round),
+                                "tokens_per_target_pass": {s: r["tokens_per_target_pass"] for s, r in stats.items()},
                                 "modelled_speedup": {s: g / modelled[0] for s, g in modelled.items()},
-                                "measured_speedup": speedups})
+                                "measured_speedup": {s: v / speedups[0] for s, v in speedups.items()}})
     return {name: {"rows": rows, **summary(rows)} for name, rows in out.items()}
 
 
@@ -78,23 +111,32 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/plan_vs_measured.json"))
     args = parser.parse_args()
     model = CostModel.from_profile(args.profile)
-    measured: dict = {}
+    measured: dict = {}            # batch size -> {method: row}
     for path in args.measured:
         measured.update(json.loads(path.read_text())["results"])
+    results = dict(sorted(measured.items(), key=lambda kv: int(kv[0])))
+    has_full = all("full_batch" in row for by_method in results.values() for row in fixed_rows(by_method).values())
+    measures = ["full_batch", "end_to_end"] if has_full else ["end_to_end"]
     result = {"profile": args.profile, "measured": [str(p) for p in args.measured], "command": " ".join(sys.argv),
-              **compare(model, dict(sorted(measured.items(), key=lambda kv: int(kv[0]))), args.max_spec_len)}
+              **{m: compare(model, results, args.max_spec_len, m) for m in measures}}
     args.out.write_text(json.dumps(result, indent=1))
-    for name in ("profile", "workload"):
-        print_table(name, result[name])
+    for m in measures:
+        for name in ("profile", "workload"):
+            print_table(f"{m} goodput, plan with {name} acceptance", result[m][name])
     return 0
 
 
 def print_table(name: str, result: dict) -> None:
-    print(f"\nplan with {name} acceptance\n{'batch':>6}{'planned':>9}{'best':>6}{'planned/best':>14}")
+    print(f"\n{name}\n{'batch':>6}{'planned':>9}{'best':>6}{'planned/best':>14}"
+          f"{'best/2nd':>10}  rounds won (spec_len: rounds)")
     for r in result["rows"]:
-        print(f"{r['batch_size']:>6}{r['planned_spec_len']:>9}{r['measured_best_spec_len']:>6}{r['planned_over_best']:>14.3f}")
+        won = ", ".join(f"{s}: {n}" for s, n in r.get("round_winners", {}).items())
+        print(f"{r['batch_size']:>6}{r['planned_spec_len']:>9}{r['measured_best_spec_len']:>6}"
+              f"{r['planned_over_best']:>14.3f}{r['best_over_runner_up']:>10.3f}  {won}")
     print(f"agreement {result['agreement']:.0%} of batch sizes; disagreements within 5% of the best: "
           f"{result['disagreements_within_5pct']}; claim met: {result['met']}")
+    if "speedup_mape_pct" in result:
+        print(f"modelled speedup over spec_len 0 vs measured, every spec_len: MAPE {result['speedup_mape_pct']:.1f}%")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Importing this package registers every built-in controller in `CONTROLLERS`; bui
 with `build_controller('auto', max_spec_len=8, cost_model=cm)` or a spec like 'fixed:3'.
 """
 from .base import CONTROLLERS, BaseController, bucket_of, build_controller, parse_spec, register
-from .fixed import FixedController
+from .fixed import FixedController, SweepController
 from .table import PRESETS, TableController
 from .heuristic import HeuristicController
 from .model import ModelController
@@ -16,6 +16,6 @@ from .auto import make_auto
 
 __all__ = [
     "CONTROLLERS", "BaseController", "BanditController", "FixedController", "HeuristicController",
-    "ModelController", "OracleController", "PRESETS", "TableController", "ThompsonController",
+    "ModelController", "OracleController", "PRESETS", "SweepController", "TableController", "ThompsonController",
     "UCBController", "bucket_of", "build_controller", "make_auto", "parse_spec", "register",
 ]

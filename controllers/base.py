@@ -68,7 +68,8 @@ class BaseController:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """'fixed:3' -> ('fixed', {'spec_len': 3}); 'table:1=7,2=6' -> ('table', {'table': '1=7,2=6'})."""
+    """'fixed:3' -> ('fixed', {'spec_len': 3}); 'table:1=7,2=6' -> ('table', {'table': '1=7,2=6'});
+    'sweep:0,1,3' -> ('sweep', {'spec_lens': '0,1,3'})."""
     name, _, arg = spec.strip().partition(":")
     if not arg:
         return name, {}
@@ -79,6 +80,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"fixed controller needs an integer spec_len, got {arg!r}") from None
     if name == "table":
         return name, {"table": arg}
+    if name == "sweep":
+        return name, {"spec_lens": arg}
     raise ValueError(f"controller {name!r} takes no ':' argument (got {spec!r})")
 
 

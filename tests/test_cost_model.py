@@ -133,25 +133,32 @@ def with_step_overhead(table):
     return CostModel(profile_from_dict(raw))
 
 
-def test_whole_step_overhead_is_added_per_step_and_per_drafted_position():
+def test_whole_step_overhead_is_the_measured_residual_per_batch_size_and_spec_len():
     plain = CostModel(profile_from_dict(synthetic_profile()))
-    model = with_step_overhead({"fixed_ms": {1: 2.0, 4: 8.0}, "per_draft_ms": {1: 0.5, 4: 1.0}})
-    assert model.step_time_s(1, 3) == pytest.approx(plain.step_time_s(1, 3) + (2.0 + 3 * 0.5) / 1e3)
+    model = with_step_overhead({"residual_ms": {1: {0: 2.0, 1: 6.0, 2: 7.0}, 4: {0: 8.0, 1: 8.0, 2: 14.0}}})
+    assert model.step_time_s(1, 1) == pytest.approx(plain.step_time_s(1, 1) + 6.0 / 1e3)   # as measured
     assert model.overhead_time_s(2, 0) == pytest.approx(4.0 / 1e3)              # linear between batch 1 and 4
-    assert model.overhead_time_s(64, 2) == pytest.approx((8.0 + 2 * 1.0) / 1e3)  # held at the largest measured
-    fixed_only = with_step_overhead({"fixed_ms": {1: 8.0}, "per_draft_ms": {1: 0.0}})
+    assert model.overhead_time_s(64, 1) == pytest.approx(8.0 / 1e3)             # held at the largest measured
+    assert model.overhead_time_s(1, 4) == pytest.approx((7.0 + 2 * 2.5) / 1e3)  # beyond: least-squares slope 2.5
+    fixed_only = with_step_overhead({"residual_ms": {1: {0: 8.0, 1: 8.0}}})
     ratio = fixed_only.goodput_vector(4, 4, 0.7) / plain.goodput_vector(4, 4, 0.7)
     assert ratio[0] < ratio[4] < 1.0                # a fixed cost per step weighs less on longer steps...
-    cheaper = with_step_overhead({"fixed_ms": {1: -1e6}, "per_draft_ms": {1: 0.0}})
+    cheaper = with_step_overhead({"residual_ms": {1: {0: -1e6, 3: -1e6}}})
     assert cheaper.step_time_s(1, 2) == pytest.approx(0.5 * plain.step_time_s(1, 2))   # ...and never below half
 
 
-def test_step_overhead_round_trips_and_bad_tables_are_named(tmp_path):
-    model = with_step_overhead({"fixed_ms": {1: 2.0, 8: 5.5}, "per_draft_ms": {1: 0.25, 8: -0.5}})
-    assert load_profile(model.save(tmp_path / "p.yaml")).step_overhead_ms == {1: (2.0, 0.25), 8: (5.5, -0.5)}
-    for table, message in [({"fixed_ms": {1: 2.0}}, "step_overhead must map fixed_ms and per_draft_ms"),
-                           ({"fixed_ms": {1: 2.0}, "per_draft_ms": {2: 1.0}}, "cover different batch sizes"),
-                           ({"fixed_ms": {1: "slow"}, "per_draft_ms": {1: 1.0}}, r"fixed_ms\[1\] must be a finite"),
+def test_step_overhead_round_trips_reads_the_line_form_and_names_bad_tables(tmp_path):
+    table = {1: {0: 2.0, 2: 3.5}, 8: {0: 5.5, 2: -0.5}}
+    model = with_step_overhead({"residual_ms": table})
+    assert load_profile(model.save(tmp_path / "p.yaml")).step_overhead_ms == table
+    line = with_step_overhead({"fixed_ms": {1: 2.0}, "per_draft_ms": {1: 0.5}})    # the older form: a line in spec_len
+    assert line.profile.step_overhead_ms == {1: {0: 2.0, 1: 2.5}}
+    assert line.overhead_time_s(1, 4) == pytest.approx((2.0 + 4 * 0.5) / 1e3)
+    for table, message in [({"residual_ms": {}}, "step_overhead must map residual_ms"),
+                           ({"residual_ms": {1: {0: 1.0}, 2: {1: 1.0}}}, "same spec_lens at every batch size"),
+                           ({"residual_ms": {1: {-1: 1.0}}}, r"residual_ms\[1\] has a key -1 below 0"),
+                           ({"residual_ms": {1: {0: "slow"}}}, r"residual_ms\[1\]\[0\] must be a finite"),
+                           ({"fixed_ms": {1: 2.0}, "per_draft_ms": {2: 1.0}}, "must cover the same batch sizes"),
                            ("fast", "step_overhead must map")]:
         raw = synthetic_profile()
         raw["step_overhead"] = table

@@ -39,12 +39,14 @@ def test_profile_to_plan_to_engine_file_round_trip(tmp_path):
     out = tmp_path / "profile.yaml"
     assert main(["profile", "--draft", "first:2", "--batch-sizes", "1", "2", "--max-spec-len", "3", "--reps", "2",
                  "--warmup", "1", "--context-len", "32", "--acceptance-tokens", "8", "--prompts", str(prompts),
-                 "--step-spec-lens", "0", "2", "--step-tokens", "8", "--out", str(out)]) == 0
+                 "--step-spec-lens", "0", "2", "--step-tokens", "16", "--step-rounds", "2", "--out", str(out)]) == 0
     profile = load_profile(out)
     assert set(profile.step_overhead_ms) == {1, 2}                     # whole steps measured at every batch size
-    assert set(profile.extra["step_overhead_medians_ms"][2]) == {0, 2}
-    fixed, per_draft = profile.step_overhead_ms[2]
-    assert CostModel(profile).overhead_time_s(2, 3) == pytest.approx((fixed + 3 * per_draft) / 1e3)
+    assert set(profile.step_overhead_ms[2]) == {0, 2} and profile.extra["step_overhead_sweeps"][2][2] >= 2
+    residual = profile.step_overhead_ms[2]
+    assert residual[0] == 0.0                                          # each sweep is scaled to its plain step
+    assert CostModel(profile).overhead_time_s(2, 2) == pytest.approx(residual[2] / 1e3)
+    assert CostModel(profile).overhead_time_s(2, 1) == pytest.approx((residual[0] + residual[2]) / 2 / 1e3)
     assert profile.provenance["dtype"] == "bfloat16" and "torch" in profile.provenance
     assert profile.extra["target_shape"] == {"hidden_size": 576, "num_hidden_layers": 30, "vocab_size": 49152}
     assert len(profile.acceptance_per_pos) == 3 and (1, 4) in profile.target_step_ms
@@ -55,3 +57,15 @@ def test_profile_to_plan_to_engine_file_round_trip(tmp_path):
     validate_vllm(json.loads(engine_file.read_text()))
     assert main(["compare", "--profile", str(out), "--batch-size", "2", "--steps", "60",
                  "--controllers", "auto,fixed:1"]) == 0               # the simulator accepts it too
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--step-spec-lens", "1", "3"], "--step-spec-lens needs 0 and at least one more"),
+    (["--step-spec-lens", "0", "9"], "--step-spec-lens needs 0 and at least one more distinct value in 0..8"),
+    (["--step-rounds", "0"], "--step-rounds must be >= 1"),
+])
+def test_bad_whole_step_arguments_are_named_before_any_work(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["profile", *argv, "--out", str(tmp_path / "p.yaml")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists()
