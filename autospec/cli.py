@@ -108,9 +108,10 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     from autospec.compare import check_specs, compare, format_table
+    from autospec.controllers import split_specs
 
     setup = sim_setup(args)
-    specs = check_specs(args.controllers.split(","))
+    specs = check_specs(split_specs(args.controllers))
     result = compare(setup, specs, warmup_steps=args.warmup, progress=False)
     print(format_table(result))
     if args.json:

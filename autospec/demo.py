@@ -78,11 +78,12 @@ def run_demo(args: argparse.Namespace) -> int:
     import torch
 
     from autospec.compare import check_specs
+    from autospec.controllers import split_specs
     from autospec.engine import AutoSpec
     from autospec.models import load_smollm2
     from autospec.runs import RunWriter
 
-    specs = check_specs(args.controllers.split(","))
+    specs = check_specs(split_specs(args.controllers))
     profile = args.profile or default_profile(args.draft)
     model, tokenizer = load_smollm2(dtype=getattr(torch, args.dtype), device=args.device)
     draft = make_draft(args.draft, model)

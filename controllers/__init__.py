@@ -3,7 +3,7 @@
 Importing this package registers every built-in controller in `CONTROLLERS`; build one by name
 with `build_controller('auto', max_spec_len=8, cost_model=cm)` or a spec like 'fixed:3'.
 """
-from .base import CONTROLLERS, BaseController, bucket_of, build_controller, parse_spec, register
+from .base import CONTROLLERS, BaseController, bucket_of, build_controller, parse_spec, register, split_specs
 from .fixed import FixedController, SweepController
 from .table import PRESETS, TableController
 from .heuristic import HeuristicController
@@ -17,5 +17,5 @@ from .auto import make_auto
 __all__ = [
     "CONTROLLERS", "BaseController", "BanditController", "FixedController", "HeuristicController",
     "ModelController", "OracleController", "PRESETS", "SweepController", "TableController", "ThompsonController",
-    "UCBController", "bucket_of", "build_controller", "make_auto", "parse_spec", "register",
+    "UCBController", "bucket_of", "build_controller", "make_auto", "parse_spec", "register", "split_specs",
 ]

@@ -67,6 +67,18 @@ class BaseController:
         return max(0, min(spec_len, ctx.max_spec_len, self.max_spec_len))
 
 
+def split_specs(text: str) -> list[str]:
+    """'fixed:2,sweep:0,2,4,table:1=7,2=6,auto' -> ['fixed:2', 'sweep:0,2,4', 'table:1=7,2=6', 'auto']:
+    a comma-separated piece that starts with a digit continues the previous spec's argument."""
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if specs and piece[:1].isdigit() and ":" in specs[-1]:
+            specs[-1] += "," + piece
+        elif piece:
+            specs.append(piece)
+    return specs
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """'fixed:3' -> ('fixed', {'spec_len': 3}); 'table:1=7,2=6' -> ('table', {'table': '1=7,2=6'});
     'sweep:0,1,3' -> ('sweep', {'spec_lens': '0,1,3'})."""

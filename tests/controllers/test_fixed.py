@@ -38,3 +38,9 @@ def test_sweep_visits_every_spec_len_once_per_sweep_in_varying_order():
 def test_sweep_refuses_bad_spec_lens(spec_lens, message):
     with pytest.raises(ValueError, match=message):
         build_controller(f"sweep:{spec_lens}" if spec_lens else "sweep", max_spec_len=4, spec_lens=spec_lens)
+
+
+def test_controller_lists_keep_comma_arguments_together():
+    from autospec.controllers import split_specs
+    assert split_specs("fixed:2, sweep:0,2,4,table:1=7,8=2,auto") == ["fixed:2", "sweep:0,2,4", "table:1=7,8=2", "auto"]
+    assert split_specs("auto,,fixed:0") == ["auto", "fixed:0"]
