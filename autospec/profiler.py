@@ -342,9 +342,10 @@ def run_profile(args: argparse.Namespace) -> int:
                "spread_ms": {"target": _nest(target_iqr), "draft": _nest(draft_iqr)},
                "raw_ms": {"target": _nest(target_raw), "draft": _nest(draft_raw)},
                "acceptance_detail": {k: v for k, v in acceptance.items() if k not in ("per_pos", "coverage_per_pos")}})
-    if args.step_spec_lens:
+    step_spec_lens = sorted(set(args.step_spec_lens))
+    if step_spec_lens:
         overhead, sweeps = measure_step_overhead(target, draft, tokenizer, prompts, CostModel(profile),
-                                                    sorted(set(args.step_spec_lens)), args.step_tokens, args.step_rounds)
+                                                 step_spec_lens, args.step_tokens, args.step_rounds)
         profile = dataclasses.replace(profile, step_overhead_ms=overhead,
                                       extra={**profile.extra, "step_overhead_sweeps": sweeps})
     model = CostModel(profile)
@@ -355,7 +356,7 @@ def run_profile(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(target_ms)} target cells, {len(draft_ms)} draft cells, "
           f"acceptance per position {acceptance['per_pos']}, in {profile.provenance['wall_s']} s")
     if profile.step_overhead_ms:
-        print("whole steps beyond their forwards, ms at spec_len " + "/".join(map(str, sorted(set(args.step_spec_lens)))) + ": "
+        print("whole steps beyond their forwards, ms at spec_len " + "/".join(map(str, step_spec_lens)) + ": "
               + ", ".join(f"b={b}: " + "/".join(f"{ms:.1f}" for ms in row.values())
                           for b, row in profile.step_overhead_ms.items()))
     for part, err in fit.items():

@@ -108,8 +108,7 @@ def measure(model, tokenizer, size: int, args) -> dict:
         base = result["fixed:0"]["full_batch"]["goodput_per_round"]
         for row in result.values():
             if "full_batch" in row:
-                row["full_batch"].update(paired("goodput_vs_spec_len_0", base, row["full_batch"]["goodput_per_round"],
-                                                invert=True))
+                row["full_batch"].update(paired("goodput_vs_spec_len_0", row["full_batch"]["goodput_per_round"], base))
     return result
 
 
@@ -152,11 +151,11 @@ def full_batch_stats(rounds: list[list], size: int) -> dict:
             **engine_stats(steps)}
 
 
-def paired(key: str, base: list[float] | None, values: list[float], invert: bool = False) -> dict[str, float]:
-    """{key: median over rounds of base / value (value / base with invert)}, or {} without that baseline."""
-    if not base:
+def paired(key: str, numerators: list[float] | None, denominators: list[float]) -> dict[str, float]:
+    """{key: median over rounds of numerator / denominator}, or {} without the numerators (a baseline not run)."""
+    if not numerators:
         return {}
-    return {key: statistics.median((v / b) if invert else (b / v) for b, v in zip(base, values))}
+    return {key: statistics.median(n / d for n, d in zip(numerators, denominators))}
 
 
 def main() -> int:

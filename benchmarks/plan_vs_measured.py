@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -40,14 +41,15 @@ def fixed_rows(results: dict) -> dict[int, dict]:
 
 
 def measured(rows: dict[int, dict], measure: str) -> tuple[dict[int, float], dict[int, list[float]], dict[int, dict]]:
-    """({spec_len: speedup}, {spec_len: speedup per round}, {spec_len: the stats the workload plan reads})."""
+    """({spec_len: speedup, the median of its rounds}, {spec_len: speedup per round}, {spec_len: the stats the
+    workload plan reads})."""
     if measure == "end_to_end":
-        return ({s: r["speedup_vs_hf_plain"] for s, r in rows.items()},
-                {s: r["speedup_per_round"] for s, r in rows.items()}, rows)
-    stats = {s: r["full_batch"] for s, r in rows.items()}
-    base = stats[0]["goodput_per_round"]
-    return ({s: st["goodput_vs_spec_len_0"] for s, st in stats.items()},
-            {s: [g / g0 for g, g0 in zip(st["goodput_per_round"], base)] for s, st in stats.items()}, stats)
+        per_round, stats = {s: r["speedup_per_round"] for s, r in rows.items()}, rows
+    else:
+        stats = {s: r["full_batch"] for s, r in rows.items()}
+        base = stats[0]["goodput_per_round"]
+        per_round = {s: [g / g0 for g, g0 in zip(st["goodput_per_round"], base)] for s, st in stats.items()}
+    return {s: statistics.median(v) for s, v in per_round.items()}, per_round, stats
 
 
 def workload_goodput(model: CostModel, batch_size: int, rows: dict[int, dict]) -> dict[int, float]:
