@@ -13,7 +13,11 @@ HF plain `generate`; HF plain over the same prepacked CPU weights autospec runs 
 (`hf_plain_prepacked`: the engine's share of the speedup, so speculation's own share is autospec
 over it); HF assisted generation with prompt lookup (batch 1 only: HF refuses more; with
 --draft ngram); autospec with the chosen drafter (--draft ngram | distilled | first:N) at every
-fixed spec_len 0..8 and `auto`. Reported: median wall time, tokens/s, ratios to both HF
+fixed spec_len 0..8, `auto`, and `sweep` (controller `sweep:--sweep-spec-lens`: those spec_lens
+in turn, step by step, so each fixed spec_len's goodput is measured within a fraction of a second
+of the others, `per_spec_len`; a run-level comparison cannot separate spec_lens whose goodputs
+differ by less than its round-to-round spread; its step log goes to <out>_steps/sweep_b<size>.jsonl
+for `autospec plan --from-run`). Reported: median wall time, tokens/s, ratios to both HF
 baselines, tokens per target pass, mean verified block width (q); and, from the engine's step
 records, goodput at the batch size itself (`full_batch`: steps with every row still running, so
 neither prefill nor a static batch's tail of finished rows), per round and paired with fixed:0's
@@ -36,8 +40,10 @@ from autospec.backends.prepack import maybe_packed
 from autospec.engine import AutoSpec
 from autospec.models import load_smollm2
 from autospec.prompts import chat_token_ids, load_prompts
+from autospec.runs import JsonlSink
 
 NO_EOS = -1
+NAN = float("nan")
 
 
 def batches(tokenizer, size: int, num_prompts: int):
@@ -73,9 +79,10 @@ def methods(model, tokenizer, size: int, args) -> dict:
     if size == 1 and args.draft == "ngram":
         for k in (3, 10):
             out[f"hf_prompt_lookup_{k}"] = (hf(prompt_lookup_num_tokens=k), None)
-    for spec in [f"fixed:{k}" for k in range(9)] + ["auto"]:
+    specs = {f"fixed:{k}": f"fixed:{k}" for k in range(9)} | {"auto": "auto", "sweep": f"sweep:{args.sweep_spec_lens}"}
+    for name, spec in specs.items():
         engine = AutoSpec(model, args.draft_model, controller=spec, cost_model=args.profile, max_batch_size=max(16, size))
-        out[spec] = ((lambda i, m, e=engine: e.generate(i, attention_mask=m, **common)), engine)
+        out[name] = ((lambda i, m, e=engine: e.generate(i, attention_mask=m, **common)), engine)
     return out
 
 
@@ -103,6 +110,9 @@ def measure(model, tokenizer, size: int, args) -> dict:
         if engine is not None:
             row.update(engine_stats([r for recs in rounds[name] for r in recs]))
             row["full_batch"] = full_batch_stats(rounds[name], size)
+        if name == "sweep":
+            row["per_spec_len"] = sweep_stats(rounds[name], size)
+            row["steps_file"] = write_steps(engine.records, args.out.with_name(f"{args.out.stem}_steps") / f"sweep_b{size}.jsonl")
         result[name] = row
     if "fixed:0" in result:
         base = result["fixed:0"]["full_batch"]["goodput_per_round"]
@@ -145,17 +155,41 @@ def full_batch_stats(rounds: list[list], size: int) -> dict:
     batch ends with a tail of fewer rows, waiting for its slowest row; prefill is not a step), per
     round and as a whole, with those steps' tokens per pass and verified width."""
     full = [[r for r in recs if r.batch_size == size] for recs in rounds]
-    per_round = [sum(r.num_emitted_tokens for r in recs) / sum(r.step_time_s for r in recs) for recs in full]
+    per_round = [sum(r.num_emitted_tokens for r in recs) / sum(r.step_time_s for r in recs) if recs else NAN
+                 for recs in full]                          # NaN: a round without such steps
+    step_ms = [1e3 * sum(r.step_time_s for r in recs) / len(recs) if recs else NAN for recs in full]
     steps = [r for recs in full for r in recs]
-    return {"goodput_tps": statistics.median(per_round), "goodput_per_round": per_round, "steps": len(steps),
-            **engine_stats(steps)}
+    return {"goodput_tps": statistics.median(v for v in per_round if v == v), "goodput_per_round": per_round,
+            "mean_step_ms_per_round": step_ms, "steps": len(steps), **engine_stats(steps)}
+
+
+def sweep_stats(rounds: list[list], size: int) -> dict[int, dict]:
+    """{spec_len: full_batch_stats of the sweep run's full-batch steps with that spec_len}, each paired
+    per round with spec_len 0's steps of the same round (`goodput_vs_spec_len_0`): every spec_len
+    measured within a fraction of a second of the others, so the host's drift cancels step by step."""
+    spec_lens = sorted({r.spec_len for recs in rounds for r in recs if r.batch_size == size})
+    out = {s: full_batch_stats([[r for r in recs if r.spec_len == s] for recs in rounds], size) for s in spec_lens}
+    if 0 in out:
+        for stats in out.values():
+            stats.update(paired("goodput_vs_spec_len_0", stats["goodput_per_round"], out[0]["goodput_per_round"]))
+    return out
+
+
+def write_steps(records: list, path: Path) -> str:
+    """The run's step log as `autospec plan --from-run` reads it."""
+    path.unlink(missing_ok=True)
+    sink = JsonlSink(path)
+    for record in records:
+        sink.write(record)
+    sink.close()
+    return str(path)
 
 
 def paired(key: str, numerators: list[float] | None, denominators: list[float]) -> dict[str, float]:
     """{key: median over rounds of numerator / denominator}, or {} without the numerators (a baseline not run)."""
     if not numerators:
         return {}
-    return {key: statistics.median(n / d for n, d in zip(numerators, denominators))}
+    return {key: statistics.median(n / d for n, d in zip(numerators, denominators) if n == n and d == d)}
 
 
 def main() -> int:
@@ -165,6 +199,8 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--num-prompts", type=int, default=6, help="prompts per batch size (at least the batch size)")
+    parser.add_argument("--sweep-spec-lens", default="0,1,2,3,4",
+                        help="spec_lens the `sweep` method interleaves step by step (with 0, to pair the others with)")
     parser.add_argument("--draft", default="ngram", help="ngram | distilled | first:N")
     parser.add_argument("--profile", default=None, help="auto's cost-model prior (default: the shipped one for the drafter)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/hf_speed_cpu_<draft>.json")
@@ -174,12 +210,12 @@ def main() -> int:
     from autospec.demo import default_profile, make_draft
     args.draft_model = make_draft(args.draft, model)
     args.profile = args.profile or default_profile(args.draft)
+    args.out = args.out or Path(f"benchmarks/results/hf_speed_cpu_{args.draft.replace(':', '')}.json")
     t0 = time.time()
     results = {}
     for size in args.batch_sizes:
         results[size] = measure(model, tokenizer, size, args)
         print_table(size, results[size])
-    args.out = args.out or Path(f"benchmarks/results/hf_speed_cpu_{args.draft.replace(':', '')}.json")
     payload = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
                "command": " ".join(sys.argv), "model": "SmolLM2-135M-Instruct bfloat16", "drafter": args.draft, "prior_profile": args.profile,
                "new_tokens": args.new_tokens, "reps": args.reps, "wall_s": time.time() - t0, "results": results}

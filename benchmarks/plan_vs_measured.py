@@ -5,20 +5,33 @@
 For each batch size in the measurement: the plan's spec_len, the fixed spec_len with the best
 measured speedup, and the plan's measured speedup as a fraction of the best. A batch size agrees
 when the plan picked the best; where it did not, the plan's measured goodput should be within 5%
-of the best. Two measures of the benchmark are judged:
+of the best. Three measures of the benchmark are judged:
+- `step_interleaved` (in files with the `sweep` method): the benchmark's `sweep` run takes every
+  spec_len in turn, step by step, so their step times are compared within a fraction of a second
+  of each other and the host's drift cancels; each fixed spec_len's speedup over spec_len 0 is its
+  tokens per target pass in its own fixed run over fixed:0's (exact: greedy decoding makes the same
+  tokens every round) times the sweep's mean full-batch step time at spec_len 0 over that at s,
+  per round. On this host its rounds spread 1.5-3x less than the run-level measures below
+  (standard deviation 2-5.5% against 3.5-9%), which compare runs seconds apart. Exact for a draft
+  model, whose verify block is spec_len + 1 wide in any schedule; with n-gram lookup how many
+  drafts are found depends on the positions a schedule visits, so the sweep's blocks can be wider
+  than the fixed run's at the same spec_len (biased against long spec_lens);
 - `full_batch`: goodput at the batch size itself, from the engine's step records of the steps
   with every row of the batch running, paired per round with fixed:0 (what a plan per batch size
   predicts; in files that have it);
 - `end_to_end`: tokens over wall time of whole `generate` calls, paired with HF plain, which also
   holds the prefill and a static batch's tail (its last steps wait for the slowest row with the
   other rows finished, more of them the longer the drafts).
-Two plans are judged, both from the profile's step-time model:
+Three plans are judged, all from the profile's step-time model:
 - `profile`: acceptance (and, for n-gram drafting, draft coverage) as the profile measured it on
   its own prompt set, i.e. `autospec plan --profile P`;
 - `workload`: acceptance of the benchmark's own workload, read from its tokens per target pass
   (E(s) for each fixed spec_len s gives P(first k drafts accepted) = E(k) - E(k - 1)), and the
-  verified block width it measured, i.e. what `autospec plan --from-run` does with a run's log.
-  This isolates the cost model: the workload's text statistics are given, the costs are predicted.
+  verified block width it measured: the plan with this workload's acceptance known exactly.
+  This isolates the cost model: the workload's text statistics are given, the costs are predicted;
+- `from_run` (files whose `sweep` run left its step log; pooled, the last file's): `autospec plan
+  --profile P --from-run <that log>` itself, i.e. per-position acceptance estimated from the
+  workload's own steps.
 Writes JSON and prints a table.
 """
 from __future__ import annotations
@@ -30,7 +43,7 @@ import sys
 from pathlib import Path
 
 from autospec import CostModel
-from autospec.plan import acceptance_vector, plan_rows
+from autospec.plan import acceptance_vector, plan_rows, resolve_acceptance
 
 AGREE_MIN, WITHIN = 0.8, 0.95
 
@@ -40,16 +53,47 @@ def fixed_rows(results: dict) -> dict[int, dict]:
     return {int(k.split(":")[1]): v for k, v in results.items() if k.startswith("fixed:")}
 
 
-def measured(rows: dict[int, dict], measure: str) -> tuple[dict[int, float], dict[int, list[float]], dict[int, dict]]:
-    """({spec_len: speedup, the median of its rounds}, {spec_len: speedup per round}, {spec_len: the stats the
-    workload plan reads})."""
+def measured(by_method: dict, max_spec_len: int, measure: str) -> tuple[dict[int, list[float]], dict[int, dict]]:
+    """One run of one batch size: ({spec_len: speedup per round}, {spec_len: the stats the workload plan reads})."""
+    rows = {s: r for s, r in fixed_rows(by_method).items() if s <= max_spec_len}
     if measure == "end_to_end":
-        per_round, stats = {s: r["speedup_per_round"] for s, r in rows.items()}, rows
-    else:
+        return {s: r["speedup_per_round"] for s, r in rows.items()}, rows
+    if measure == "full_batch":
         stats = {s: r["full_batch"] for s, r in rows.items()}
         base = stats[0]["goodput_per_round"]
-        per_round = {s: [g / g0 for g, g0 in zip(st["goodput_per_round"], base)] for s, st in stats.items()}
-    return {s: statistics.median(v) for s, v in per_round.items()}, per_round, stats
+        return {s: [g / g0 for g, g0 in zip(st["goodput_per_round"], base)] for s, st in stats.items()}, stats
+    return interleaved(by_method, rows)
+
+
+def pooled(runs: list[dict], max_spec_len: int, measure: str) -> tuple[dict[int, float], dict[int, list[float]], dict[int, dict]]:
+    """({spec_len: median speedup over every round of every run}, {spec_len: those rounds}, the first run's
+    stats); runs pooled must be of the same workload (same tokens per pass at every spec_len)."""
+    per_round: dict[int, list[float]] = {}
+    stats: dict[int, dict] = {}
+    for by_method in runs:
+        run_rounds, run_stats = measured(by_method, max_spec_len, measure)
+        check_same_workload(stats, run_stats)
+        stats = stats or run_stats
+        for s, values in run_rounds.items():
+            per_round.setdefault(s, []).extend(values)
+    return {s: statistics.median(x for x in v if x == x) for s, v in per_round.items()}, per_round, stats
+
+
+def check_same_workload(stats: dict[int, dict], other: dict[int, dict]) -> None:
+    for s in set(stats) & set(other):
+        a, b = stats[s]["tokens_per_target_pass"], other[s]["tokens_per_target_pass"]
+        if abs(a - b) > 1e-9:
+            raise SystemExit(f"--pool: runs differ in tokens per pass at spec_len {s} ({a:.4f} vs {b:.4f}): "
+                             "not the same workload, so their rounds cannot be pooled")
+
+
+def interleaved(by_method: dict, rows: dict[int, dict]) -> tuple[dict[int, list[float]], dict[int, dict]]:
+    """Speedup per round of each spec_len the sweep ran: (tokens per pass of fixed:s / of fixed:0, exact
+    under greedy decoding) * (the sweep's mean full-batch step time at spec_len 0 / at s, same round)."""
+    step_ms = {int(s): v["mean_step_ms_per_round"] for s, v in by_method["sweep"]["per_spec_len"].items()}
+    stats = {s: r["full_batch"] for s, r in rows.items() if s in step_ms}
+    gain = {s: st["tokens_per_target_pass"] / stats[0]["tokens_per_target_pass"] for s, st in stats.items()}
+    return {s: [gain[s] * t0 / t for t0, t in zip(step_ms[0], step_ms[s])] for s in stats}, stats
 
 
 def workload_goodput(model: CostModel, batch_size: int, rows: dict[int, dict]) -> dict[int, float]:
@@ -59,6 +103,13 @@ def workload_goodput(model: CostModel, batch_size: int, rows: dict[int, dict]) -
         step_s = model.step_time_at_width_s(batch_size, s, row.get("mean_verify_q", s + 1))
         out[s] = batch_size * row["tokens_per_target_pass"] / step_s
     return out
+
+
+def from_run_plan(model: CostModel, log: Path, batch_size: int, max_spec_len: int) -> int:
+    """`autospec plan --profile P --from-run LOG --batch-sizes B --max-spec-len M`'s spec_len (same code path)."""
+    args = argparse.Namespace(acceptance=None, from_run=log, max_spec_len=max_spec_len)
+    acceptance, _ = resolve_acceptance(args, model)
+    return plan_rows(model, acceptance, [batch_size], max_spec_len)[0].spec_len
 
 
 def judge(planned: int, speedups: dict[int, float], per_round: dict[int, list[float]] | None = None) -> dict:
@@ -91,11 +142,15 @@ def compare(model: CostModel, results: dict, max_spec_len: int, measure: str) ->
     """{plan name: {rows, agreement, ...}} for one measure of the benchmark."""
     profile_acceptance = acceptance_vector(model.profile.acceptance_per_pos, max_spec_len)
     out: dict = {"profile": [], "workload": []}
-    for b_text, by_method in results.items():
-        b, rows = int(b_text), {s: r for s, r in fixed_rows(by_method).items() if s <= max_spec_len}
-        speedups, per_round, stats = measured(rows, measure)
+    for b_text, runs in results.items():
+        b = int(b_text)
+        speedups, per_round, stats = pooled(runs, max_spec_len, measure)
         planned = plan_rows(model, profile_acceptance, [b], max_spec_len)[0].spec_len
         out["profile"].append({"batch_size": b, **judge(planned, speedups, per_round)})
+        log = runs[-1].get("sweep", {}).get("steps_file")
+        if log and Path(log).exists():
+            out.setdefault("from_run", []).append({"batch_size": b, **judge(from_run_plan(model, Path(log), b, max_spec_len),
+                                                                           speedups, per_round)})
         modelled = workload_goodput(model, b, stats)
         out["workload"].append({"batch_size": b, **judge(max(modelled, key=modelled.get), speedups, per_round),
                                 "tokens_per_target_pass": {s: r["tokens_per_target_pass"] for s, r in stats.items()},
@@ -108,22 +163,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True)
     parser.add_argument("--measured", type=Path, nargs="+", required=True,
-                        help="hf_speed JSON files; a later file's batch sizes replace an earlier one's")
+                        help="hf_speed JSON files; a later file's batch sizes replace an earlier one's (see --pool)")
+    parser.add_argument("--pool", action="store_true",
+                        help="pool the rounds of files with the same batch size instead (runs of the same workload)")
     parser.add_argument("--max-spec-len", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/plan_vs_measured.json"))
     args = parser.parse_args()
     model = CostModel.from_profile(args.profile)
-    measured: dict = {}            # batch size -> {method: row}
+    results: dict[str, list[dict]] = {}            # batch size -> [{method: row} per run]
     for path in args.measured:
-        measured.update(json.loads(path.read_text())["results"])
-    results = dict(sorted(measured.items(), key=lambda kv: int(kv[0])))
-    has_full = all("full_batch" in row for by_method in results.values() for row in fixed_rows(by_method).values())
-    measures = ["full_batch", "end_to_end"] if has_full else ["end_to_end"]
-    result = {"profile": args.profile, "measured": [str(p) for p in args.measured], "command": " ".join(sys.argv),
+        for b, by_method in json.loads(path.read_text())["results"].items():
+            results[b] = (results.get(b, []) if args.pool else []) + [by_method]
+    results = dict(sorted(results.items(), key=lambda kv: int(kv[0])))
+    runs = [by_method for group in results.values() for by_method in group]
+    has_full = all("full_batch" in row for by_method in runs for row in fixed_rows(by_method).values())
+    has_sweep = has_full and all("per_spec_len" in by_method.get("sweep", {}) for by_method in runs)
+    measures = ["step_interleaved"] * has_sweep + ["full_batch"] * has_full + ["end_to_end"]
+    result = {"profile": args.profile, "measured": [str(p) for p in args.measured], "pooled": args.pool,
+              "command": " ".join(sys.argv),
               **{m: compare(model, results, args.max_spec_len, m) for m in measures}}
     args.out.write_text(json.dumps(result, indent=1))
     for m in measures:
-        for name in ("profile", "workload"):
+        for name in result[m]:
             print_table(f"{m} goodput, plan with {name} acceptance", result[m][name])
     return 0
 
