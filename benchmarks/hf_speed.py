@@ -186,10 +186,12 @@ def write_steps(records: list, path: Path) -> str:
 
 
 def paired(key: str, numerators: list[float] | None, denominators: list[float]) -> dict[str, float]:
-    """{key: median over rounds of numerator / denominator}, or {} without the numerators (a baseline not run)."""
+    """{key: median over rounds of numerator / denominator}, or {} without the numerators (a baseline not run);
+    rounds where either is NaN (no such steps) are left out, NaN when none is left."""
     if not numerators:
         return {}
-    return {key: statistics.median(n / d for n, d in zip(numerators, denominators) if n == n and d == d)}
+    ratios = [n / d for n, d in zip(numerators, denominators) if n == n and d == d]
+    return {key: statistics.median(ratios) if ratios else NAN}
 
 
 def main() -> int:
