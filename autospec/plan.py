@@ -156,17 +156,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the export here (default: print it)")
 
 
+def acceptance_from_run(path: Path, max_spec_len: int) -> tuple[np.ndarray, list[StepRecord]]:
+    """[max_spec_len] per-position rates estimated from a run's step log, and its records."""
+    from autospec.profiler import acceptance_from_records
+    records = load_run_records(path)
+    measured = acceptance_from_records(records, max_spec_len)
+    if not any(measured["trials_per_pos"]):
+        raise ValueError(f"run {path} never speculated: no acceptance to plan with; give --acceptance")
+    return acceptance_vector(measured["per_pos"], max_spec_len), records
+
+
 def resolve_acceptance(args: argparse.Namespace, model: CostModel) -> tuple[np.ndarray, list[StepRecord]]:
     records: list[StepRecord] = []
     if args.acceptance is not None:
         return acceptance_vector(args.acceptance, args.max_spec_len), records
     if args.from_run is not None:
-        from autospec.profiler import acceptance_from_records
-        records = load_run_records(args.from_run)
-        measured = acceptance_from_records(records, args.max_spec_len)
-        if not any(measured["trials_per_pos"]):
-            raise ValueError(f"run {args.from_run} never speculated: no acceptance to plan with; give --acceptance")
-        return acceptance_vector(measured["per_pos"], args.max_spec_len), records
+        return acceptance_from_run(args.from_run, args.max_spec_len)
     if model.profile.acceptance_per_pos:
         return acceptance_vector(model.profile.acceptance_per_pos, args.max_spec_len), records
     raise ValueError(f"profile {model.name} has no measured acceptance: give --acceptance A or --from-run RUN")

@@ -155,9 +155,10 @@ def full_batch_stats(rounds: list[list], size: int) -> dict:
     batch ends with a tail of fewer rows, waiting for its slowest row; prefill is not a step), per
     round and as a whole, with those steps' tokens per pass and verified width."""
     full = [[r for r in recs if r.batch_size == size] for recs in rounds]
-    per_round = [sum(r.num_emitted_tokens for r in recs) / sum(r.step_time_s for r in recs) if recs else NAN
-                 for recs in full]                          # NaN: a round without such steps
-    step_ms = [1e3 * sum(r.step_time_s for r in recs) / len(recs) if recs else NAN for recs in full]
+    seconds = [sum(r.step_time_s for r in recs) for recs in full]
+    per_round = [sum(r.num_emitted_tokens for r in recs) / t if recs else NAN
+                 for recs, t in zip(full, seconds)]          # NaN: a round without such steps
+    step_ms = [1e3 * t / len(recs) if recs else NAN for recs, t in zip(full, seconds)]
     steps = [r for recs in full for r in recs]
     return {"goodput_tps": statistics.median(v for v in per_round if v == v), "goodput_per_round": per_round,
             "mean_step_ms_per_round": step_ms, "steps": len(steps), **engine_stats(steps)}

@@ -43,7 +43,7 @@ import sys
 from pathlib import Path
 
 from autospec import CostModel
-from autospec.plan import acceptance_vector, plan_rows, resolve_acceptance
+from autospec.plan import acceptance_from_run, acceptance_vector, plan_rows
 
 AGREE_MIN, WITHIN = 0.8, 0.95
 
@@ -105,11 +105,18 @@ def workload_goodput(model: CostModel, batch_size: int, rows: dict[int, dict]) -
     return out
 
 
-def from_run_plan(model: CostModel, log: Path, batch_size: int, max_spec_len: int) -> int:
-    """`autospec plan --profile P --from-run LOG --batch-sizes B --max-spec-len M`'s spec_len (same code path)."""
-    args = argparse.Namespace(acceptance=None, from_run=log, max_spec_len=max_spec_len)
-    acceptance, _ = resolve_acceptance(args, model)
-    return plan_rows(model, acceptance, [batch_size], max_spec_len)[0].spec_len
+def fixed_plans(model: CostModel, results: dict, max_spec_len: int) -> dict[str, dict[int, int]]:
+    """The plans that do not depend on the measure, {plan name: {batch_size: spec_len}}: `profile` as
+    `autospec plan --profile P`, and `from_run` as `autospec plan --profile P --from-run LOG` on the
+    last run's sweep log of each batch size (same code path; where every batch size left one)."""
+    profile_acceptance = acceptance_vector(model.profile.acceptance_per_pos, max_spec_len)
+    plans = {"profile": {int(b): plan_rows(model, profile_acceptance, [int(b)], max_spec_len)[0].spec_len
+                         for b in results}}
+    logs = {int(b): runs[-1].get("sweep", {}).get("steps_file") for b, runs in results.items()}
+    if all(log and Path(log).exists() for log in logs.values()):
+        plans["from_run"] = {b: plan_rows(model, acceptance_from_run(Path(log), max_spec_len)[0], [b], max_spec_len)[0].spec_len
+                             for b, log in logs.items()}
+    return plans
 
 
 def judge(planned: int, speedups: dict[int, float], per_round: dict[int, list[float]] | None = None) -> dict:
@@ -138,19 +145,14 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def compare(model: CostModel, results: dict, max_spec_len: int, measure: str) -> dict:
+def compare(model: CostModel, results: dict, max_spec_len: int, measure: str, plans: dict[str, dict[int, int]]) -> dict:
     """{plan name: {rows, agreement, ...}} for one measure of the benchmark."""
-    profile_acceptance = acceptance_vector(model.profile.acceptance_per_pos, max_spec_len)
-    out: dict = {"profile": [], "workload": []}
+    out: dict = {name: [] for name in plans} | {"workload": []}
     for b_text, runs in results.items():
         b = int(b_text)
         speedups, per_round, stats = pooled(runs, max_spec_len, measure)
-        planned = plan_rows(model, profile_acceptance, [b], max_spec_len)[0].spec_len
-        out["profile"].append({"batch_size": b, **judge(planned, speedups, per_round)})
-        log = runs[-1].get("sweep", {}).get("steps_file")
-        if log and Path(log).exists():
-            out.setdefault("from_run", []).append({"batch_size": b, **judge(from_run_plan(model, Path(log), b, max_spec_len),
-                                                                           speedups, per_round)})
+        for name, planned in plans.items():
+            out[name].append({"batch_size": b, **judge(planned[b], speedups, per_round)})
         modelled = workload_goodput(model, b, stats)
         out["workload"].append({"batch_size": b, **judge(max(modelled, key=modelled.get), speedups, per_round),
                                 "tokens_per_target_pass": {s: r["tokens_per_target_pass"] for s, r in stats.items()},
@@ -178,10 +180,11 @@ def main() -> int:
     runs = [by_method for group in results.values() for by_method in group]
     has_full = all("full_batch" in row for by_method in runs for row in fixed_rows(by_method).values())
     has_sweep = has_full and all("per_spec_len" in by_method.get("sweep", {}) for by_method in runs)
+    plans = fixed_plans(model, results, args.max_spec_len)
     measures = ["step_interleaved"] * has_sweep + ["full_batch"] * has_full + ["end_to_end"]
     result = {"profile": args.profile, "measured": [str(p) for p in args.measured], "pooled": args.pool,
               "command": " ".join(sys.argv),
-              **{m: compare(model, results, args.max_spec_len, m) for m in measures}}
+              **{m: compare(model, results, args.max_spec_len, m, plans) for m in measures}}
     args.out.write_text(json.dumps(result, indent=1))
     for m in measures:
         for name in result[m]:
