@@ -32,6 +32,8 @@ Three plans are judged, all from the profile's step-time model:
 - `from_run` (files whose `sweep` run left its step log; pooled, the last file's): `autospec plan
   --profile P --from-run <that log>` itself, i.e. per-position acceptance estimated from the
   workload's own steps.
+Where the plan missed, it also reports in how many rounds the plan's spec_len beat the best; with
+`--pool`, each run's own best (`reproducibility`: how well the benchmark agrees with itself).
 Writes JSON and prints a table.
 """
 from __future__ import annotations
@@ -120,10 +122,11 @@ def fixed_plans(model: CostModel, results: dict, max_spec_len: int) -> dict[str,
 
 
 def judge(planned: int, speedups: dict[int, float], per_round: dict[int, list[float]] | None = None) -> dict:
-    """Plan vs measured best; with per-round speedups also how often each spec_len won a round."""
+    """Plan vs measured best; with per-round speedups also how often each spec_len won a round and, where
+    the plan missed, in how many rounds its spec_len beat the best (paired in the round)."""
     if planned not in speedups:
         raise SystemExit(f"the plan picked spec_len {planned}, which the benchmark did not run (it ran {sorted(speedups)})")
-    best = max(speedups, key=speedups.get)
+    best = best_spec_len(speedups)
     runner_up = max((v for s, v in speedups.items() if s != best), default=speedups[best])
     out = {"planned_spec_len": planned, "measured_best_spec_len": best,
            "planned_over_best": speedups[planned] / speedups[best], "agrees": planned == best,
@@ -131,6 +134,9 @@ def judge(planned: int, speedups: dict[int, float], per_round: dict[int, list[fl
     if per_round:
         winners = [max(per_round, key=lambda s: per_round[s][i]) for i in range(len(per_round[best]))]
         out["round_winners"] = {s: winners.count(s) for s in sorted(set(winners))}
+    if per_round and planned != best:        # about half the rounds: the two are tied within the noise
+        pairs = [(p, b) for p, b in zip(per_round[planned], per_round[best]) if p == p and b == b]
+        out["rounds_planned_beats_best"] = [sum(p > b for p, b in pairs), len(pairs)]
     return out
 
 
@@ -161,6 +167,22 @@ def compare(model: CostModel, results: dict, max_spec_len: int, measure: str, pl
     return {name: {"rows": rows, **summary(rows)} for name, rows in out.items()}
 
 
+def reproducibility(results: dict, max_spec_len: int, measure: str) -> dict:
+    """With runs pooled: each run's own best spec_len per batch size, and how often it is the pooled best
+    (how well the benchmark agrees with itself: a ceiling for any plan's agreement)."""
+    rows = []
+    for b, runs in results.items():
+        run_bests = [best_spec_len(pooled([run], max_spec_len, measure)[0]) for run in runs]
+        rows.append({"batch_size": int(b), "run_bests": run_bests,
+                     "pooled_best": best_spec_len(pooled(runs, max_spec_len, measure)[0])})
+    pairs = [best == r["pooled_best"] for r in rows for best in r["run_bests"]]
+    return {"rows": rows, "run_agreement": sum(pairs) / len(pairs)}
+
+
+def best_spec_len(speedups: dict[int, float]) -> int:
+    return max(speedups, key=speedups.get)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True)
@@ -185,20 +207,32 @@ def main() -> int:
     result = {"profile": args.profile, "measured": [str(p) for p in args.measured], "pooled": args.pool,
               "command": " ".join(sys.argv),
               **{m: compare(model, results, args.max_spec_len, m, plans) for m in measures}}
+    if max(len(group) for group in results.values()) > 1:
+        result["reproducibility"] = {m: reproducibility(results, args.max_spec_len, m) for m in measures}
     args.out.write_text(json.dumps(result, indent=1))
     for m in measures:
         for name in result[m]:
             print_table(f"{m} goodput, plan with {name} acceptance", result[m][name])
+        if "reproducibility" in result:
+            print_reproducibility(m, result["reproducibility"][m])
     return 0
+
+
+def print_reproducibility(measure: str, result: dict) -> None:
+    print(f"\n{measure}: each run's own best spec_len (pooled best)")
+    for r in result["rows"]:
+        print(f"{r['batch_size']:>6}  {' '.join(map(str, r['run_bests']))}  ({r['pooled_best']})")
+    print(f"a run's best is the pooled best at {result['run_agreement']:.0%} of (run, batch size) pairs")
 
 
 def print_table(name: str, result: dict) -> None:
     print(f"\n{name}\n{'batch':>6}{'planned':>9}{'best':>6}{'planned/best':>14}"
-          f"{'best/2nd':>10}  rounds won (spec_len: rounds)")
+          f"{'best/2nd':>10}{'planned beat best':>19}  rounds won (spec_len: rounds)")
     for r in result["rows"]:
         won = ", ".join(f"{s}: {n}" for s, n in r.get("round_winners", {}).items())
+        beats = "{} of {} rounds".format(*r["rounds_planned_beats_best"]) if "rounds_planned_beats_best" in r else ""
         print(f"{r['batch_size']:>6}{r['planned_spec_len']:>9}{r['measured_best_spec_len']:>6}"
-              f"{r['planned_over_best']:>14.3f}{r['best_over_runner_up']:>10.3f}  {won}")
+              f"{r['planned_over_best']:>14.3f}{r['best_over_runner_up']:>10.3f}{beats:>19}  {won}")
     print(f"agreement {result['agreement']:.0%} of batch sizes; disagreements within 5% of the best: "
           f"{result['disagreements_within_5pct']}; claim met: {result['met']}")
     if "speedup_mape_pct" in result:
