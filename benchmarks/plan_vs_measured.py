@@ -167,14 +167,15 @@ def compare(model: CostModel, results: dict, max_spec_len: int, measure: str, pl
     return {name: {"rows": rows, **summary(rows)} for name, rows in out.items()}
 
 
-def reproducibility(results: dict, max_spec_len: int, measure: str) -> dict:
+def reproducibility(results: dict, max_spec_len: int, measure: str, judged: dict) -> dict:
     """With runs pooled: each run's own best spec_len per batch size, and how often it is the pooled best
-    (how well the benchmark agrees with itself: a ceiling for any plan's agreement)."""
+    (how well the benchmark agrees with itself: a ceiling for any plan's agreement). `judged`: the
+    measure's `compare` result, whose rows hold the pooled best."""
+    pooled_best = {r["batch_size"]: r["measured_best_spec_len"] for r in judged["workload"]["rows"]}
     rows = []
     for b, runs in results.items():
         run_bests = [best_spec_len(pooled([run], max_spec_len, measure)[0]) for run in runs]
-        rows.append({"batch_size": int(b), "run_bests": run_bests,
-                     "pooled_best": best_spec_len(pooled(runs, max_spec_len, measure)[0])})
+        rows.append({"batch_size": int(b), "run_bests": run_bests, "pooled_best": pooled_best[int(b)]})
     pairs = [best == r["pooled_best"] for r in rows for best in r["run_bests"]]
     return {"rows": rows, "run_agreement": sum(pairs) / len(pairs)}
 
@@ -208,7 +209,7 @@ def main() -> int:
               "command": " ".join(sys.argv),
               **{m: compare(model, results, args.max_spec_len, m, plans) for m in measures}}
     if max(len(group) for group in results.values()) > 1:
-        result["reproducibility"] = {m: reproducibility(results, args.max_spec_len, m) for m in measures}
+        result["reproducibility"] = {m: reproducibility(results, args.max_spec_len, m, result[m]) for m in measures}
     args.out.write_text(json.dumps(result, indent=1))
     for m in measures:
         for name in result[m]:
