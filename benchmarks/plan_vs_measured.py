@@ -160,7 +160,7 @@ def compare(model: CostModel, results: dict, max_spec_len: int, measure: str, pl
         for name, planned in plans.items():
             out[name].append({"batch_size": b, **judge(planned[b], speedups, per_round)})
         modelled = workload_goodput(model, b, stats)
-        out["workload"].append({"batch_size": b, **judge(max(modelled, key=modelled.get), speedups, per_round),
+        out["workload"].append({"batch_size": b, **judge(best_spec_len(modelled), speedups, per_round),
                                 "tokens_per_target_pass": {s: r["tokens_per_target_pass"] for s, r in stats.items()},
                                 "modelled_speedup": {s: g / modelled[0] for s, g in modelled.items()},
                                 "measured_speedup": {s: v / speedups[0] for s, v in speedups.items()}})
