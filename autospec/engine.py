@@ -18,8 +18,10 @@ Contract:
   and of a bfloat16 CPU draft are reordered once for oneDNN (`backends.prepack`) and used inside
   `generate`/`serve` only; outputs are bit-identical, memory grows by one copy of those weights.
   True insists (ValueError if the target cannot be packed); False never packs.
-- Bad input raises ValueError before any compute: mismatched vocabularies or tokenizers, empty
-  prompts, prompts that do not fit the model's context, max_new_tokens < 1, an invalid spec_len.
+- Bad input raises ValueError before any compute: a target or draft autospec cannot serve exactly
+  (`backends.attention.UnsupportedModel`: stateful, no KV cache, encoder-decoder, an attention
+  implementation it cannot mask), mismatched vocabularies or tokenizers, empty prompts, prompts
+  that do not fit the model's context, max_new_tokens < 1, an invalid spec_len.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch
 from loguru import logger
 from tqdm.auto import tqdm
 
+from autospec.backends.attention import attention_plan, text_config
 from autospec.backends.drafters import ModelDrafter, NgramDrafter
 from autospec.backends.hf import GenerationRequest, HFBackend, RequestResult
 from autospec.backends.prepack import maybe_packed
@@ -75,7 +78,10 @@ class AutoSpec:
             raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
         self.target = target.eval()
         self.device = next(target.parameters()).device
+        self.plans = {"target": attention_plan(target)}                 # refuses what cannot be served exactly
         self.draft = self._check_draft(draft, tokenizer, draft_tokenizer)
+        if isinstance(self.draft, torch.nn.Module):
+            self.plans["draft"] = attention_plan(self.draft)
         self.max_spec_len = max_spec_len if self.draft is not None else 0
         self.max_batch_size, self.seed, self.ngram_max_n = max_batch_size, seed, ngram_max_n
         if isinstance(cost_model, str):
@@ -99,7 +105,7 @@ class AutoSpec:
             return draft
         if isinstance(draft, str):
             raise ValueError(f"draft must be a model, 'ngram' or None, got {draft!r}")
-        target_vocab, draft_vocab = self.target.config.vocab_size, draft.config.vocab_size
+        target_vocab, draft_vocab = text_config(self.target).vocab_size, text_config(draft).vocab_size
         if target_vocab != draft_vocab:
             raise ValueError(f"target and draft vocabularies differ: target vocab_size={target_vocab}, "
                              f"draft vocab_size={draft_vocab}; the draft must share the target's tokenizer")
@@ -173,7 +179,7 @@ class AutoSpec:
     def _check_lengths(self, prompts: list[list[int]], max_new_tokens: int) -> None:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-        limit = getattr(self.target.config, "max_position_embeddings", None)
+        limit = getattr(text_config(self.target), "max_position_embeddings", None)
         for i, p in enumerate(prompts):
             if not p:
                 raise ValueError(f"prompt {i} is empty: every row needs at least one token")
@@ -191,10 +197,10 @@ class AutoSpec:
         if self.draft == "ngram":
             drafter = NgramDrafter(max_n=self.ngram_max_n, device=self.device)
         elif self.draft is not None:
-            drafter = ModelDrafter(self.draft, sampling, rows, slots, generator)
+            drafter = ModelDrafter(self.draft, sampling, rows, slots, generator, plan=self.plans["draft"])
         backend = HFBackend(self.target, drafter, sampling=sampling, eos_token_ids=args["eos_token_ids"],
                             max_batch_size=rows, max_spec_len=self.max_spec_len, slots_capacity=slots,
-                            generator=generator)
+                            generator=generator, plan=self.plans["target"])
         backend.submit(requests)
         return backend
 

@@ -57,6 +57,7 @@ class CellTimer:
         import torch
 
         from autospec.backends.drafters import forward_kwargs
+        from autospec.backends.attention import attention_plan
         from autospec.backends.kv_cache import SlotCache
         from autospec.backends.prepack import maybe_packed
 
@@ -66,10 +67,11 @@ class CellTimer:
         self.cache_kw = forward_kwargs(model)
         self.generator = torch.Generator().manual_seed(seed)
         self.caches = {}
+        plan = attention_plan(model)
         vocab = model.config.vocab_size
         for b in batch_sizes:
-            cache = SlotCache(model.config.num_hidden_layers, b, context_len + max_q + 2, self.device,
-                              dtype=next(model.parameters()).dtype)
+            cache = SlotCache(0, b, context_len + max_q + 2, self.device,
+                              dtype=next(model.parameters()).dtype, plan=plan)
             ids = torch.randint(3, vocab, (b, context_len), generator=self.generator).to(self.device)
             position_ids, mask, _ = cache.prefill_inputs([context_len] * b)
             self._forward(cache, ids, position_ids, mask, 1)

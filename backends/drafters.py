@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from .attention import AttentionPlan, attention_plan
 from .kv_cache import SlotCache
 from .sampling import SamplingConfig, select_tokens
 
@@ -58,16 +59,30 @@ def forward_kwargs(model: torch.nn.Module) -> str:
 
 
 def model_forward(model: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, position_ids: torch.Tensor,
-                  mask: torch.Tensor, cache_kw: str, logits_to_keep: int) -> torch.Tensor:
+                  mask: torch.Tensor | dict, cache_kw: str, logits_to_keep: int) -> torch.Tensor:
     """One forward over the cache region; returns logits [b, logits_to_keep, V].
 
     Fewer logits than positions are asked for by index, so the head reads a contiguous copy: the
-    strided slice an int gives sends CPU bf16 matmuls down a path ~100x slower at batch 16."""
+    strided slice an int gives sends CPU bf16 matmuls down a path ~100x slower at batch 16. A model
+    whose forward takes no `position_ids` derives them from the cache layout (see `SlotCache`)."""
     width = ids.shape[1]
     keep = logits_to_keep if logits_to_keep >= width else torch.arange(width - logits_to_keep, width, device=ids.device)
-    out = model(input_ids=ids, position_ids=position_ids, attention_mask=mask, use_cache=True,
-                logits_to_keep=keep, **{cache_kw: cache})
+    kwargs = {cache_kw: cache}
+    if not cache.plan.positions_from_slots or _takes_position_ids(model):
+        kwargs["position_ids"] = position_ids
+    out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=keep, **kwargs)
     return out.logits
+
+
+def _takes_position_ids(model: torch.nn.Module) -> bool:
+    import inspect
+    return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def left_padded(rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """Ragged rows -> [n, max len] ids, each row padded on the left with its own first token."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([[r[0]] * (width - len(r)) + list(r) for r in rows], device=device)
 
 
 class NgramDrafter:
@@ -123,14 +138,14 @@ class ModelDrafter:
     has_model = True
 
     def __init__(self, model: torch.nn.Module, sampling: SamplingConfig, rows_capacity: int, slots_capacity: int,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, plan: AttentionPlan | None = None):
         self.model = model
         self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.sampling = sampling
         self.generator = generator
         self.device = next(model.parameters()).device
-        self.cache = SlotCache(model.config.num_hidden_layers, rows_capacity, slots_capacity, self.device,
-                               dtype=next(model.parameters()).dtype)
+        self.cache = SlotCache(0, rows_capacity, slots_capacity, self.device,
+                               dtype=next(model.parameters()).dtype, plan=plan or attention_plan(model))
         self.cache_kw = forward_kwargs(model)
         self._fed_slots: list[int] = []   # cache slots holding the drafts fed in the last proposal
 
@@ -139,8 +154,7 @@ class ModelDrafter:
         prompts = [list(seq[:-1]) for seq in sequences]
         if min(len(p) for p in prompts) == 0:
             raise ValueError("a draft row needs at least one prompt token")
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[p[0]] * (width - len(p)) + p for p in prompts], device=self.device)
+        ids = left_padded(prompts, self.device)                                  # [n, P]
         position_ids, mask, _ = self.cache.prefill_inputs([len(p) for p in prompts])
         model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
 
@@ -164,15 +178,17 @@ class ModelDrafter:
         return Drafts(drafts, caps.clamp(max=spec_len), stacked)
 
     def _catch_up(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Feed every row's tokens the draft has not seen (>= 1 each), left-padded; -> last logits [b, V]."""
+        """Feed every row's tokens the draft has not seen (>= 1 each) as one ragged block; -> each
+        row's last logits [b, V]."""
         seen = self.cache.pos[: self.cache.num_rows].tolist()
-        pending = [list(seq[n:]) for seq, n in zip(sequences, seen)]
-        width = max(len(p) for p in pending)
-        ids = torch.tensor([[p[0]] * (width - len(p)) + p for p in pending], device=self.device)
-        num_pad = torch.tensor([width - len(p) for p in pending], device=self.device)
-        position_ids, mask = self.cache.decode_inputs(width, num_pad)
-        logits = model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
-        self.cache.commit(torch.arange(width, device=self.device)[None, :] >= num_pad[:, None])
+        ids, num_real = self.cache.pack([list(seq[n:]) for seq, n in zip(sequences, seen)])   # [b, w], [b]
+        width = ids.shape[1]
+        position_ids, mask = self.cache.decode_inputs(width, num_real)
+        keep = width if self.cache.pads_right else 1
+        logits = model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=keep)
+        self.cache.commit(self.cache.real_tokens(num_real, width))
+        if self.cache.pads_right:
+            return logits[torch.arange(ids.shape[0], device=self.device), num_real - 1]
         return logits[:, -1]
 
     def _feed_one(self, token: torch.Tensor) -> torch.Tensor:

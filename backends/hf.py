@@ -28,7 +28,8 @@ import torch
 
 from autospec.types import StepContext, StepRecord, validate_spec_len
 
-from .drafters import Drafter, Drafts, forward_kwargs, model_forward
+from .attention import AttentionPlan, attention_plan
+from .drafters import Drafter, Drafts, forward_kwargs, left_padded, model_forward
 from .kv_cache import SlotCache
 from .sampling import SamplingConfig, select_tokens, verify_greedy, verify_sampling
 
@@ -98,7 +99,8 @@ class _Clock:
 class HFBackend:
     def __init__(self, target: torch.nn.Module, drafter: Drafter | None, *, sampling: SamplingConfig,
                  eos_token_ids: Sequence[int] = (), max_batch_size: int = 16, max_spec_len: int = 8,
-                 slots_capacity: int = 512, seed: int = 0, generator: torch.Generator | None = None):
+                 slots_capacity: int = 512, seed: int = 0, generator: torch.Generator | None = None,
+                 plan: AttentionPlan | None = None):
         self.target = target
         self.drafter = drafter
         self.sampling = sampling
@@ -106,8 +108,8 @@ class HFBackend:
         self.max_batch_size, self.max_spec_len = max_batch_size, max_spec_len if drafter else 0
         self.device = next(target.parameters()).device
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
-        self.cache = SlotCache(target.config.num_hidden_layers, max_batch_size, slots_capacity, self.device,
-                               dtype=next(target.parameters()).dtype)
+        self.cache = SlotCache(0, max_batch_size, slots_capacity, self.device,
+                               dtype=next(target.parameters()).dtype, plan=plan or attention_plan(target))
         self.cache_kw = forward_kwargs(target)
         self.rows: list[_Row] = []
         self.queue: list[GenerationRequest] = []
@@ -121,8 +123,11 @@ class HFBackend:
     def submit(self, requests: Sequence[GenerationRequest]) -> None:
         self.queue.extend(sorted(requests, key=lambda r: r.arrival_s))
 
+    @torch.inference_mode()
     def start(self) -> None:
-        """Zero the serving clock and admit whatever has arrived."""
+        """Zero the serving clock and admit whatever has arrived (under inference mode, like every
+        step: admission prefills and retires rows, and cache tensors made in inference mode may only
+        be updated in it)."""
         self._t0 = time.perf_counter()
         self._returned_at = None
         self._admit()
@@ -136,6 +141,7 @@ class HFBackend:
     def done(self) -> bool:
         return not self.rows and not self.queue
 
+    @torch.inference_mode()
     def context(self) -> StepContext:
         if not self.rows:
             self._wait_for_arrivals()
@@ -174,8 +180,7 @@ class HFBackend:
     @torch.inference_mode()
     def _prefill(self, prompts: list[list[int]]) -> list[int]:
         """Run the target over new prompts (left-padded together); return each row's first token."""
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[p[0]] * (width - len(p)) + p for p in prompts], device=self.device)
+        ids = left_padded(prompts, self.device)                                   # [n, P]
         position_ids, mask, _ = self.cache.prefill_inputs([len(p) for p in prompts])
         logits = model_forward(self.target, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
         tokens, _ = select_tokens(logits[:, -1], self.sampling, self.generator)

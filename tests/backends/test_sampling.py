@@ -97,3 +97,31 @@ def test_generate_with_sampling_matches_the_targets_own_sampling(options):
     assert 0 < accepted < sum(r.num_draft_tokens for r in spec.records)   # both accept and residual paths ran
     assert chi_square(counts1, p1) < CHI2_999[7]
     assert chi_square(counts2, p2) < CHI2_999[7]
+
+
+FAMILY_SAMPLING = [
+    ("mistral", None, {"sliding_window": 3}),              # every layer slides, window < prompt
+    ("gemma2", "eager", {"sliding_window": 3}),            # eager attention, sliding and full layers mixed
+    ("llama", "eager", {}),
+]
+
+
+@pytest.mark.parametrize("model_type, attn, window", FAMILY_SAMPLING, ids=[f[0] + "-" + str(f[1]) for f in FAMILY_SAMPLING])
+def test_sampling_stays_lossless_on_windowed_and_eager_families(model_type, attn, window):
+    from tests.backends.families import build
+    target = build(model_type, attn, seed=0, vocab_size=8, **window)
+    draft = build(model_type, attn, seed=5, vocab_size=8, num_hidden_layers=1, **window)
+    prompt = [3, 1, 4, 1, 5, 7]
+    config = SamplingConfig(do_sample=True, top_k=6)
+    p1, p2 = exact_marginals(target, prompt, config)
+    spec = AutoSpec(target, draft, controller="fixed:3", max_batch_size=256, seed=13)
+    counts1, counts2 = np.zeros(8), np.zeros(8)
+    for _ in range(8):
+        out = spec.generate(torch.tensor([prompt] * 256), max_new_tokens=3, do_sample=True, top_k=6,
+                            eos_token_id=-1, pad_token_id=0)
+        counts1 += np.bincount(out[:, 6].numpy(), minlength=8)
+        counts2 += np.bincount(out[:, 7].numpy(), minlength=8)
+    accepted = sum(r.num_accepted_tokens for r in spec.records)
+    assert 0 < accepted < sum(r.num_draft_tokens for r in spec.records)
+    assert chi_square(counts1, p1) < CHI2_999[7]
+    assert chi_square(counts2, p2) < CHI2_999[7]

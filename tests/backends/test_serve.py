@@ -109,3 +109,22 @@ def test_host_time_between_steps_is_charged_to_the_step():
     assert all(r.overhead_time_s >= 0.03 for r in later)        # the controller's 30 ms lands in the next step
     assert all(r.step_time_s >= r.draft_time_s + r.verify_time_s + 0.03 for r in later)
     assert max(r.overhead_time_s for r in fast.records) < 0.03
+
+
+def test_repeated_serve_calls_with_rows_retired_at_admission_keep_working():
+    """Regression: a request that finishes at its prefill (a 1-token budget) is retired inside
+    admission; that moved cache rows made under inference mode from outside it, and a later
+    serve() on the same engine died with 'Inplace update to inference tensor outside InferenceMode'."""
+    target, draft = tiny_llama(layers=2, seed=0), tiny_llama(layers=1, seed=1)
+    spec = AutoSpec(target, draft, controller="fixed:3", max_batch_size=4)
+    ids, mask = ragged_batch(10, 97, seed=5)
+    prompts = [[t for t, m in zip(r, mm) if m] for r, mm in zip(ids.tolist(), mask.tolist())]
+    for round_ in range(4):
+        reqs = [GenerationRequest(p, max_new_tokens=1 if i % 3 == 0 else 4 + i % 5, request_id=i)
+                for i, p in enumerate(prompts)]
+        result = spec.serve(reqs, eos_token_id=-1, progress=False)
+        assert result.error is None and result.unfinished == [], f"round {round_ + 1}: {result.error}"
+        for req, res in zip(reqs, result.results):
+            ref = target.generate(torch.tensor([req.prompt_ids]), max_new_tokens=req.max_new_tokens, do_sample=False,
+                                  eos_token_id=-1, pad_token_id=0)[0, len(req.prompt_ids):].tolist()
+            assert res.output_ids == ref
