@@ -141,6 +141,7 @@ class SlotCache(Cache):
                  dtype: torch.dtype = torch.float32, kv_align: int = DEFAULT_KV_ALIGN,
                  additive_mask: bool = DEFAULT_ADDITIVE_MASK, plan: AttentionPlan = FULL_BOOL):
         self.plan = replace(plan, mask_form="additive") if additive_mask and plan.mask_form == "bool" else plan
+        self.kinds = plan.distinct_kinds                             # the masks each forward needs
         self.kv_align, self.dtype = 1 if plan.positions_from_slots else max(1, kv_align), dtype
         slots_capacity = -(-slots_capacity // self.kv_align) * self.kv_align
         self.rows_capacity, self.slots_capacity = rows_capacity, slots_capacity
@@ -180,9 +181,12 @@ class SlotCache(Cache):
             self.align_right()
         b, c = self.num_rows, self.cursor
         steps = torch.arange(q, device=self.device)
-        real = None if num_real is None else self.real_tokens(num_real, q)                 # [b, q]
-        offset = 0 if num_real is None or self.pads_right else (q - num_real)[:, None]
-        position_ids = (self.pos[:b, None] + steps[None, :] - offset).clamp(min=0)         # [b, q]
+        if num_real is None:
+            real, position_ids = None, self.pos[:b, None] + steps[None, :]                   # [b, q]
+        else:
+            real = self.real_tokens(num_real, q)                                            # [b, q]
+            offset = 0 if self.pads_right else (q - num_real)[:, None]
+            position_ids = (self.pos[:b, None] + steps[None, :] - offset).clamp(min=0)
         self.slot_pos[:b, c:c + q] = position_ids
         width = self._aligned(c + q)
         self.region = _Region(slice(0, b), c, 0, width)
@@ -202,11 +206,11 @@ class SlotCache(Cache):
                  real: torch.Tensor | None) -> torch.Tensor | dict[str, torch.Tensor]:
         """Per layer kind, [b, 1, q, width]: who each fed token may attend to, in the model's form."""
         masks = {}
-        for kind in self.plan.distinct_kinds:
+        for kind in self.kinds:
             seen = self._causal(b, c, q, width, real) if kind in CAUSAL_KINDS else \
                 self._windowed(kind, b, c, q, width, position_ids, real)
             masks[kind] = as_model_mask(seen[:, None], self.plan.mask_form, self.dtype)
-        return masks if self.plan.keyed else masks[self.plan.kinds[0]]
+        return masks if self.plan.keyed else masks[self.kinds[0]]
 
     def _causal(self, b: int, c: int, q: int, width: int, real: torch.Tensor | None) -> torch.Tensor:
         """[b, q, width] every valid slot of the row (all earlier), the block causally; padding sees itself."""
@@ -270,8 +274,8 @@ class SlotCache(Cache):
         width = pad.shape[1]
         eye = torch.eye(width, dtype=torch.bool, device=self.device)[None]
         masks = {kind: as_model_mask(((~pad[:, None, :] & visible(self.plan, kind, position_ids, position_ids)) | eye)[:, None],
-                                     self.plan.mask_form, self.dtype) for kind in self.plan.distinct_kinds}
-        return masks if self.plan.keyed else masks[self.plan.kinds[0]]
+                                     self.plan.mask_form, self.dtype) for kind in self.kinds}
+        return masks if self.plan.keyed else masks[self.kinds[0]]
 
     def keep_rows(self, indices: list[int]) -> None:
         """Keep only these rows, moved to the front in this order (`fill_order` gives the order that

@@ -1,6 +1,7 @@
 """This checkout against another git revision, on the embedded default, in paired rounds.
 
     python benchmarks/ab_speed.py --base b0b010a [--batch-sizes 1 4 16] [--rounds 4] --out results/x.json
+    python benchmarks/ab_speed.py --base b0b010a --this b0b010a ...     # the null: same code on both sides
 
 SmolLM2-135M-Instruct in bfloat16 with the shipped distilled draft and its shipped profile (what
 `autospec demo` runs), controller `auto` (or --controller), greedy, EOS suppressed so every row
@@ -84,7 +85,8 @@ def worker(args: argparse.Namespace) -> None:
 def compare(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="autospec-ab-"))
     base_tree = checkout(args.base, work / "base-tree")
-    sides = {"base": materialise(base_tree, work / "base"), "this": materialise(ROOT, work / "this")}
+    this_tree = checkout(args.this, work / "this-tree") if args.this else ROOT
+    sides = {"base": materialise(base_tree, work / "base"), "this": materialise(this_tree, work / "this")}
     rng = random.Random(0)
     rounds = []
     try:
@@ -94,7 +96,8 @@ def compare(args: argparse.Namespace) -> dict:
             print(f"round {k + 1}: " + ", ".join(f"b={b} {measured['this']['batches'][b]['tokens_per_s'] / measured['base']['batches'][b]['tokens_per_s']:.3f}x"
                                                  for b in measured["this"]["batches"]), flush=True)
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], capture_output=True)
+        for tree in {base_tree, this_tree} - {ROOT}:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
     return summarise(rounds, args)
 
 
@@ -107,7 +110,7 @@ def summarise(rounds: list[dict], args: argparse.Namespace) -> dict:
         table[b] = {"ratio_median": statistics.median(t / s for t, s in zip(this, base)),
                     "ratio_per_round": [t / s for t, s in zip(this, base)], "this_tokens_per_s": this,
                     "base_tokens_per_s": base, "identical_tokens": same}
-    return {"command": " ".join(sys.argv), "base": args.base, "controller": args.controller, "draft": args.draft,
+    return {"command": " ".join(sys.argv), "base": args.base, "this": args.this or "working tree", "controller": args.controller, "draft": args.draft,
             "new_tokens": args.new_tokens, "rounds": args.rounds, "machine": machine(), "batch_sizes": table}
 
 
@@ -119,6 +122,8 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="HEAD")
+    parser.add_argument("--this", help="a revision instead of the working tree (e.g. --this REV --base REV: the null "
+                                       "comparison, how far two runs of the same code differ)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=4)
