@@ -20,8 +20,12 @@ Contract:
   True insists (ValueError if the target cannot be packed); False never packs.
 - Bad input raises ValueError before any compute: a target or draft autospec cannot serve exactly
   (`backends.attention.UnsupportedModel`: stateful, no KV cache, encoder-decoder, an attention
-  implementation it cannot mask), mismatched vocabularies or tokenizers, empty prompts, prompts
-  that do not fit the model's context, max_new_tokens < 1, an invalid spec_len.
+  implementation it cannot mask), a `generate` argument it does not honour (any argument beyond
+  the ones in its signature that would change what `target.generate` returns, e.g.
+  repetition_penalty=1.7, num_beams=4, output_scores=True, an unknown keyword; and, through
+  `as_custom_generate`, logits processors and stopping criteria other than length and EOS),
+  mismatched vocabularies or tokenizers, empty prompts, prompts that do not fit the model's
+  context, max_new_tokens < 1, an invalid spec_len.
 """
 from __future__ import annotations
 
@@ -131,8 +135,10 @@ class AutoSpec:
                  max_new_tokens: int | None = None, eos_token_id: int | list[int] | None = None,
                  pad_token_id: int | None = None, do_sample: bool | None = None, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, generation_config: Any = None,
-                 **unused: Any) -> torch.Tensor:
-        """Like `target.generate(...)`, speculatively; see the module docstring."""
+                 **kwargs: Any) -> torch.Tensor:
+        """Like `target.generate(...)`, speculatively; see the module docstring. Any other argument
+        that would change what `target.generate` returns raises ValueError naming it, before compute."""
+        refuse_unhonoured(kwargs)
         args = resolve_generation_args(self.target, generation_config, max_new_tokens=max_new_tokens,
                                        eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=do_sample,
                                        temperature=temperature, top_k=top_k, top_p=top_p)
@@ -150,6 +156,7 @@ class AutoSpec:
                             **model_kwargs):
             if model is not self.target:
                 raise ValueError("this custom_generate belongs to another target model")
+            refuse_processors(logits_processor, stopping_criteria)
             return self.generate(input_ids, attention_mask=model_kwargs.get("attention_mask"),
                                  generation_config=generation_config)
         return custom_generate
@@ -270,6 +277,53 @@ def resolve_generation_args(target: torch.nn.Module, generation_config: Any, **e
     return {"max_new_tokens": max_new, "eos_token_ids": eos_ids, "pad_token_id": pad if pad is not None else (eos_ids or [0])[0],
             "do_sample": do_sample, "temperature": float(pick("temperature", 1.0)) if do_sample else 1.0,
             "top_k": pick("top_k") if do_sample else None, "top_p": pick("top_p") if do_sample else None}
+
+
+# Arguments HF's generate takes that autospec's drafters replace: where to go instead.
+DRAFTER_ARGUMENTS = {"assistant_model": "pass the draft model as AutoSpec(target, draft)",
+                     "prompt_lookup_num_tokens": 'use AutoSpec(target, "ngram")'}
+
+
+def refuse_unhonoured(kwargs: dict[str, Any]) -> None:
+    """Extra `generate` arguments are accepted only where they change nothing (None, or the value
+    transformers uses when the argument is absent); anything else raises ValueError naming it,
+    never a silent drop. `max_length` always asks for `max_new_tokens` instead."""
+    from transformers import GenerationConfig
+    fields = vars(GenerationConfig())
+    neutral = {**fields, **getattr(GenerationConfig, "_get_default_generation_params", dict)()}
+    for name, value in kwargs.items():
+        if value is None or (name in neutral and name != "max_length" and _same(value, neutral[name])):
+            continue
+        if name in DRAFTER_ARGUMENTS:
+            raise ValueError(f"generate argument {name!r} is not taken by autospec: {DRAFTER_ARGUMENTS[name]}")
+        if name == "max_length":
+            raise ValueError("generate argument max_length is not taken by autospec: give max_new_tokens")
+        kind = "generation argument" if name in fields else "argument (not a generation or mask argument)"
+        raise ValueError(f"generate {kind} {name}={value!r} is not honoured by autospec, so it is refused rather "
+                         "than ignored: drop it, or use the target's own generate")
+
+
+HONOURED_CRITERIA = {"MaxLengthCriteria", "EosTokenCriteria"}   # what generation_config's length and EOS build
+
+
+def refuse_processors(logits_processor: Any, stopping_criteria: Any) -> None:
+    """`target.generate(custom_generate=...)` hands over HF's processors and criteria: those autospec
+    does not apply raise ValueError naming them (an empty list, length and EOS pass)."""
+    processors = [type(p).__name__ for p in (logits_processor or [])]
+    if processors:
+        raise ValueError(f"logits processors {processors} are not applied by autospec, so they are refused rather "
+                         "than ignored (set by the call or the model's generation_config)")
+    criteria = [type(c).__name__ for c in (stopping_criteria or []) if type(c).__name__ not in HONOURED_CRITERIA]
+    if criteria:
+        raise ValueError(f"stopping criteria {criteria} are not applied by autospec, so they are refused rather than "
+                         "ignored")
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return bool(value == default)
+    except Exception:                      # noqa: BLE001 - e.g. a tensor compared with a number
+        return False
 
 
 def split_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[int]]:

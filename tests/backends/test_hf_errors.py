@@ -80,3 +80,30 @@ def test_a_draft_in_another_dtype_keeps_it_and_output_stays_exact(target):
 def test_a_profile_of_another_model_pair_is_refused(target):
     with pytest.raises(ValueError, match="measured for a target with .*hidden_size': 576.*this target has"):
         AutoSpec(target, "ngram", cost_model="cpu-smollm2-135m-ngram-bf16")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(repetition_penalty=1.7), "repetition_penalty=1.7 is not honoured"),
+    (dict(no_repeat_ngram_size=2), "no_repeat_ngram_size=2 is not honoured"),
+    (dict(output_scores=True, return_dict_in_generate=True), "is not honoured"),
+    (dict(num_beams=4), "num_beams=4 is not honoured"),
+    (dict(assistant_model=object()), "assistant_model.*AutoSpec\\(target, draft\\)"),
+    (dict(prompt_lookup_num_tokens=3), "prompt_lookup_num_tokens.*ngram"),
+    (dict(token_type_ids=torch.zeros(1, 3, dtype=torch.long)), "not a generation or mask argument.*token_type_ids="),
+    (dict(tempreature=0.5), "tempreature=0.5"),
+    (dict(max_length=20), "max_length.*max_new_tokens"),
+])
+def test_generate_arguments_it_does_not_honour_are_refused_by_name(target, kwargs, match):
+    calls = []
+    target.register_forward_pre_hook(lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match=match):
+        AutoSpec(target, "ngram").generate(torch.ones(1, 3, dtype=torch.long), max_new_tokens=4, **kwargs)
+    assert not calls                                                       # before any compute
+
+
+def test_generate_arguments_that_change_nothing_are_accepted(target):
+    ids = torch.tensor([[5, 6, 7, 5, 6]])
+    ref = AutoSpec(target, "ngram").generate(ids, max_new_tokens=6, eos_token_id=-1, pad_token_id=0)
+    out = AutoSpec(target, "ngram").generate(ids, max_new_tokens=6, eos_token_id=-1, pad_token_id=0,
+                                            repetition_penalty=1.0, num_beams=1, use_cache=True, streamer=None)
+    assert torch.equal(out, ref)

@@ -128,3 +128,12 @@ def test_repeated_serve_calls_with_rows_retired_at_admission_keep_working():
             ref = target.generate(torch.tensor([req.prompt_ids]), max_new_tokens=req.max_new_tokens, do_sample=False,
                                   eos_token_id=-1, pad_token_id=0)[0, len(req.prompt_ids):].tolist()
             assert res.output_ids == ref
+
+
+def test_custom_generate_refuses_processors_it_does_not_apply():
+    import pytest
+    target = tiny_llama(layers=1, seed=0)
+    spec = AutoSpec(target, "ngram", controller="fixed:2")
+    with pytest.raises(ValueError, match="RepetitionPenaltyLogitsProcessor"):
+        target.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=4, do_sample=False, pad_token_id=0,
+                        repetition_penalty=1.5, custom_generate=spec.as_custom_generate())
