@@ -256,8 +256,15 @@ def as_request(item: Any, index: int, max_new_tokens: int) -> GenerationRequest:
 
 
 def resolve_generation_args(target: torch.nn.Module, generation_config: Any, **explicit: Any) -> dict[str, Any]:
-    """Explicit arguments, else `generation_config`'s, else the target's own generation config."""
-    configs = [c for c in (generation_config, getattr(target, "generation_config", None)) if c is not None]
+    """Explicit arguments, else `generation_config`'s, else the target's own generation config,
+    else transformers' own defaults (so sampling with nothing set uses top_k=50, as HF does). A
+    config that sets a field autospec does not honour raises ValueError naming it."""
+    sources = {"the call's generation_config": generation_config,
+               "the model's generation_config": getattr(target, "generation_config", None)}
+    configs = [c for c in sources.values() if c is not None]
+    for source, config in sources.items():
+        if config is not None:
+            refuse_unhonoured_config(config, source)
 
     def pick(name: str, default: Any = None) -> Any:
         if explicit.get(name) is not None:
@@ -276,7 +283,36 @@ def resolve_generation_args(target: torch.nn.Module, generation_config: Any, **e
     do_sample = bool(pick("do_sample", False))
     return {"max_new_tokens": max_new, "eos_token_ids": eos_ids, "pad_token_id": pad if pad is not None else (eos_ids or [0])[0],
             "do_sample": do_sample, "temperature": float(pick("temperature", 1.0)) if do_sample else 1.0,
-            "top_k": pick("top_k") if do_sample else None, "top_p": pick("top_p") if do_sample else None}
+            "top_k": pick("top_k", hf_defaults().get("top_k")) if do_sample else None,
+            "top_p": pick("top_p") if do_sample else None}
+
+
+HONOURED_FIELDS = {"max_length", "do_sample", "temperature", "top_k", "top_p", "use_cache"}
+ASSISTANT_FIELDS = {"num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
+                    "assistant_lookbehind", "target_lookbehind"}            # inert without an assistant model
+BEAM_FIELDS = {"early_stopping", "length_penalty", "num_beam_groups", "diversity_penalty"}   # inert at num_beams 1
+UNSET_FIELDS = ("min_new_tokens", "min_p", "sequence_bias", "guidance_scale", "stop_strings", "max_time",
+                "penalty_alpha", "dola_layers", "constraints", "force_words_ids", "prompt_lookup_num_tokens",
+                "watermarking_config")                                       # change the output whenever set
+
+
+def hf_defaults() -> dict[str, Any]:
+    """The values transformers' generate uses for fields a GenerationConfig leaves unset."""
+    from transformers import GenerationConfig
+    return getattr(GenerationConfig, "_get_default_generation_params", dict)()
+
+
+def refuse_unhonoured_config(config: Any, source: str) -> None:
+    """A generation config may set only what autospec honours, or values that change nothing."""
+    defaults = hf_defaults()
+    inert = HONOURED_FIELDS | ASSISTANT_FIELDS
+    if getattr(config, "num_beams", None) in (None, 1):
+        inert |= BEAM_FIELDS
+    for name in [n for n in defaults if n not in inert] + list(UNSET_FIELDS):
+        value = getattr(config, name, None)
+        if value is not None and not _same(value, defaults.get(name)):
+            raise ValueError(f"{source} sets {name}={value!r}, which autospec does not honour yet, so it is refused "
+                             "rather than ignored: unset it, or use the target's own generate")
 
 
 # Arguments HF's generate takes that autospec's drafters replace: where to go instead.

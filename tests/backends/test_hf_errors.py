@@ -107,3 +107,23 @@ def test_generate_arguments_that_change_nothing_are_accepted(target):
     out = AutoSpec(target, "ngram").generate(ids, max_new_tokens=6, eos_token_id=-1, pad_token_id=0,
                                             repetition_penalty=1.0, num_beams=1, use_cache=True, streamer=None)
     assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("field, value", [("repetition_penalty", 1.2), ("no_repeat_ngram_size", 3), ("min_new_tokens", 5),
+                                          ("num_beams", 2), ("suppress_tokens", [5])])
+def test_a_generation_config_field_it_does_not_honour_is_refused_by_name(field, value):
+    from transformers import GenerationConfig
+    target = tiny_llama(layers=1, seed=0)
+    with pytest.raises(ValueError, match=f"the call's generation_config sets {field}="):
+        AutoSpec(target, "ngram").generate(torch.ones(1, 3, dtype=torch.long), max_new_tokens=4,
+                                           generation_config=GenerationConfig(**{field: value}))
+    target.generation_config = GenerationConfig(**{field: value}, eos_token_id=2)
+    with pytest.raises(ValueError, match=f"the model's generation_config sets {field}="):
+        AutoSpec(target, "ngram").generate(torch.ones(1, 3, dtype=torch.long), max_new_tokens=4)
+
+
+def test_sampling_with_nothing_set_uses_hfs_default_top_k():
+    from autospec.engine import resolve_generation_args
+    target = tiny_llama(layers=1, seed=0)
+    args = resolve_generation_args(target, None, max_new_tokens=4, do_sample=True)
+    assert args["top_k"] == 50 and args["temperature"] == 1.0
