@@ -326,7 +326,7 @@ def refuse_unhonoured(kwargs: dict[str, Any]) -> None:
     never a silent drop. `max_length` always asks for `max_new_tokens` instead."""
     from transformers import GenerationConfig
     fields = vars(GenerationConfig())
-    neutral = {**fields, **getattr(GenerationConfig, "_get_default_generation_params", dict)()}
+    neutral = {**fields, **hf_defaults()}
     for name, value in kwargs.items():
         if value is None or (name in neutral and name != "max_length" and _same(value, neutral[name])):
             continue

@@ -73,14 +73,11 @@ class AttentionPlan:
     mask_form: str = "bool"                 # "bool" | "additive"
     keyed: bool = False                     # the model takes a dict of masks keyed by layer kind
     positions_from_slots: bool = False      # feed HF's contiguous right-aligned layout + a 2D mask
+    takes_position_ids: bool = True         # the forward has a `position_ids` input
 
     @property
     def distinct_kinds(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.kinds))
-
-    @property
-    def all_full(self) -> bool:
-        return self.distinct_kinds == (FULL,)
 
 
 FULL_BOOL = AttentionPlan(kinds=(FULL,))
@@ -102,8 +99,9 @@ def attention_plan(model: torch.nn.Module) -> AttentionPlan:
         refuse(model, f"its layers mix {sorted(set(kinds))} but its forward takes one mask for all layers", LAYER_KINDS)
     return AttentionPlan(kinds=kinds, sliding_window=getattr(config, "sliding_window", None),
                          chunk_size=getattr(config, "attention_chunk_size", None),
-                         mask_form=mask_form(model, config), keyed=keyed,
-                         positions_from_slots=positions_from_slots(model))
+                         mask_form=mask_form(model), keyed=keyed,
+                         positions_from_slots=positions_from_slots(model),
+                         takes_position_ids=takes_position_ids(model))
 
 
 def refuse(model: torch.nn.Module, reason: str, category: str) -> None:
@@ -180,7 +178,7 @@ def check_kinds(model: torch.nn.Module, kinds: tuple[str, ...]) -> None:
                   "cannot mask them", LAYER_KINDS)
 
 
-def mask_form(model: torch.nn.Module, config) -> str:
+def mask_form(model: torch.nn.Module) -> str:
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
     form = MASK_FORMS.get(implementation)
     if form is None:
@@ -199,17 +197,21 @@ def takes_mask_dict(model: torch.nn.Module) -> bool:
 def positions_from_slots(model: torch.nn.Module) -> bool:
     """The model derives positions from cache slots: no `position_ids` input (ALiBi over slots or
     from a 2D mask), ALiBi from a 2D mask (`config.alibi`), or a local-window buffer indexed by slot."""
-    if "position_ids" not in inspect.signature(model.forward).parameters:
+    if not takes_position_ids(model):
         return True
     if getattr(text_config(model), "alibi", False):
         return True
     return any(_is_local_window_buffer(b) for name, b in model.named_buffers() if name.endswith(".bias"))
 
 
+def takes_position_ids(model: torch.nn.Module) -> bool:
+    return "position_ids" in inspect.signature(model.forward).parameters
+
+
 def check_positions(model: torch.nn.Module) -> None:
     """Refuse a model that numbers absolute positions by cache slot: it takes no `position_ids` yet
     has a position embedding, so its positions shift with padding and with rejected drafts."""
-    if "position_ids" in inspect.signature(model.forward).parameters:
+    if takes_position_ids(model):
         return
     embeddings = sorted({type(m).__name__ for m in model.modules() if _is_position_embedding(m)})
     if embeddings:

@@ -68,15 +68,10 @@ def model_forward(model: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, p
     width = ids.shape[1]
     keep = logits_to_keep if logits_to_keep >= width else torch.arange(width - logits_to_keep, width, device=ids.device)
     kwargs = {cache_kw: cache}
-    if not cache.plan.positions_from_slots or _takes_position_ids(model):
+    if cache.plan.takes_position_ids:
         kwargs["position_ids"] = position_ids
     out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=keep, **kwargs)
     return out.logits
-
-
-def _takes_position_ids(model: torch.nn.Module) -> bool:
-    import inspect
-    return "position_ids" in inspect.signature(model.forward).parameters
 
 
 def left_padded(rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
