@@ -246,10 +246,17 @@ def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> Non
                          f"{actual}: profile this model pair with `autospec profile`")
 
 
+REQUEST_KEYS = {"prompt_ids", "max_new_tokens", "request_id", "arrival_s"}
+
+
 def as_request(item: Any, index: int, max_new_tokens: int) -> GenerationRequest:
     if isinstance(item, GenerationRequest):
         return item
     if isinstance(item, dict):
+        unknown = sorted(set(item) - REQUEST_KEYS)
+        if unknown:
+            raise ValueError(f"request {index} has keys autospec does not honour: {unknown} (a request takes "
+                             f"{sorted(REQUEST_KEYS)}; per-request sampling and stop settings are not supported yet)")
         return GenerationRequest(list(item["prompt_ids"]), int(item.get("max_new_tokens", max_new_tokens)),
                                  item.get("request_id", index), float(item.get("arrival_s", 0.0)))
     return GenerationRequest(list(item), max_new_tokens, index)

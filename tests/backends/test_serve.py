@@ -137,3 +137,10 @@ def test_custom_generate_refuses_processors_it_does_not_apply():
     with pytest.raises(ValueError, match="RepetitionPenaltyLogitsProcessor"):
         target.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=4, do_sample=False, pad_token_id=0,
                         repetition_penalty=1.5, custom_generate=spec.as_custom_generate())
+
+
+def test_a_dict_request_with_keys_it_does_not_honour_is_refused_by_name():
+    import pytest
+    spec = AutoSpec(tiny_llama(layers=1, seed=0), "ngram")
+    with pytest.raises(ValueError, match=r"request 1 has keys autospec does not honour: \['temperature'\]"):
+        spec.serve([{"prompt_ids": [3, 4]}, {"prompt_ids": [5, 6], "temperature": 0.7}], progress=False)
