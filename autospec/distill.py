@@ -271,7 +271,7 @@ def decoding_acceptance(target, draft, tokenizer, prompts: list[dict], new_token
 
     out, accepted, trials = {}, 0, 0
     for cat in sorted({p["category"] for p in prompts}):
-        engine = AutoSpec(target, draft, controller=f"fixed:{spec_len}", max_batch_size=4)
+        engine = AutoSpec(target, draft, controller=f"fixed:{spec_len}", max_batch_size=4, records_window=None)
         ids = chat_token_ids(tokenizer, [p["prompt"] for p in prompts if p["category"] == cat])
         engine.serve(ids, max_new_tokens=new_tokens, eos_token_id=tokenizer.eos_token_id, progress=False)
         rates = acceptance_from_records(engine.records, spec_len)

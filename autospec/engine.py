@@ -8,11 +8,18 @@ Contract:
   distribution. More rows than `max_batch_size` are run by continuous batching (rows join as
   others finish), not refused.
 - `serve(requests)` runs a continuous-batching workload (requests with their own budgets and
-  arrival times) and returns a `ServeResult`; if a step fails midway it still returns every
-  finished request and names the unfinished ones.
+  arrival times) and returns a `ServeResult`. An invalid request (empty prompt, a token id outside
+  the vocabulary, a bad budget or arrival time, a duplicate id, a key autospec does not honour)
+  is rejected on its own before it joins the batch (`rejected`: id -> reason) and the others are
+  served. If the run fails midway (a controller or sink that raises, a device error,
+  KeyboardInterrupt) serve still returns every finished request, names the unfinished ones and the
+  cause (`error`), and the engine serves the next call exactly: every call builds its own caches
+  and drafter state, and drops them when it returns.
 - `draft` is a HF causal LM with the target's vocabulary, "ngram" (prompt lookup) or None (no
   speculation). A draft on another device is moved to the target's device; its dtype is kept.
-- Every step's `StepRecord` lands in `records` (and in any extra sinks, e.g. a `RunWriter`); the
+- Every step's `StepRecord` goes to the sinks: `records` keeps the last `records_window` of them
+  (None: all), `summary()` covers every step since construction (kept incrementally), a
+  `RunWriter` (`run_name=`, or any sink passed in `sinks`) gets the full log on disk. The
   controller persists across calls and keeps learning.
 - `cpu_prepack` (None: wherever it applies): on a CPU bfloat16 model the linear weights of the target
   and of a bfloat16 CPU draft are reordered once for oneDNN (`backends.prepack`) and used inside
@@ -32,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -46,8 +54,8 @@ from autospec.backends.sampling import SamplingConfig
 from autospec.controllers import build_controller
 from autospec.cost_model import CostModel
 from autospec.loop import run_step
-from autospec.runs import MemorySink
-from autospec.summary import summarize
+from autospec.runs import MemorySink, RunWriter
+from autospec.summary import RunningSummary
 from autospec.types import StepRecord
 
 
@@ -60,6 +68,7 @@ class ServeResult:
     prefill_time_s: float
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    rejected: dict[int | str, str] = field(default_factory=dict)     # request id -> why it was refused
 
     @property
     def num_output_tokens(self) -> int:
@@ -75,7 +84,8 @@ class AutoSpec:
                  controller: Any = "auto", *, cost_model: CostModel | str | None = None, max_spec_len: int = 8,
                  max_batch_size: int = 16, seed: int = 0, tokenizer: Any = None, draft_tokenizer: Any = None,
                  ngram_max_n: int = 3, sinks: Sequence[Any] = (), cpu_prepack: bool | None = None,
-                 **controller_options: Any):
+                 records_window: int | None = 10_000, run_name: str | None = None,
+                 runs_dir: str | Path | None = None, **controller_options: Any):
         if not isinstance(max_spec_len, int) or not 0 <= max_spec_len <= 64:
             raise ValueError(f"max_spec_len must be an integer in 0..64, got {max_spec_len!r}")
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -96,12 +106,33 @@ class AutoSpec:
         self.controller = controller if not isinstance(controller, str) else build_controller(
             controller, max_spec_len=self.max_spec_len, cost_model=cost_model, seed=seed, **controller_options)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)  # one stream across calls
-        self.memory = MemorySink()
-        self.sinks = [self.memory, *sinks]
+        self.records_window = records_window
+        self.memory = MemorySink(records_window)
+        self.totals = RunningSummary()
+        self.run_writer = None if run_name is None else RunWriter(run_name, self._run_meta(), runs_dir)
+        self.sinks = [self.memory, self.totals, *sinks, *filter(None, [self.run_writer])]
+        self.token_limit = vocabulary_limit(self.target, self.draft)
         self.last_serve: ServeResult | None = None
         self.prepacked = [maybe_packed(self.target, cpu_prepack)]       # True: the target must be packable
         if isinstance(self.draft, torch.nn.Module) and self.draft is not self.target:
             self.prepacked.append(maybe_packed(self.draft, False if cpu_prepack is False else None))
+
+    def _run_meta(self) -> dict[str, Any]:
+        draft = self.draft if isinstance(self.draft, (str, type(None))) else type(self.draft).__name__
+        return {"kind": "hf", "target": type(self.target).__name__, "drafter": draft,
+                "controller": getattr(self.controller, "name", type(self.controller).__name__),
+                "max_batch_size": self.max_batch_size, "max_spec_len": self.max_spec_len}
+
+    def close(self) -> None:
+        """Close the run log opened by `run_name=` (its run.json says "finished")."""
+        if self.run_writer is not None and not self.run_writer.closed:
+            self.run_writer.close()
+
+    def __enter__(self) -> "AutoSpec":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # --- checks -----------------------------------------------------------------------------
     def _check_draft(self, draft: Any, tokenizer: Any, draft_tokenizer: Any) -> torch.nn.Module | str | None:
@@ -128,7 +159,8 @@ class AutoSpec:
         return self.memory.records
 
     def summary(self) -> dict[str, Any]:
-        return summarize(self.records)
+        """Totals over every step since construction (not just the records window)."""
+        return self.totals.as_dict()
 
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -143,10 +175,14 @@ class AutoSpec:
                                        eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=do_sample,
                                        temperature=temperature, top_k=top_k, top_p=top_p)
         prompts = split_prompts(input_ids, attention_mask)
-        self._check_lengths(prompts, args["max_new_tokens"])
+        check_max_new_tokens(args["max_new_tokens"])
+        for i, prompt in enumerate(prompts):
+            problem = self._prompt_problem(prompt, args["max_new_tokens"])
+            if problem:
+                raise ValueError(f"prompt {i} {problem}")
         requests = [GenerationRequest(p, args["max_new_tokens"], i) for i, p in enumerate(prompts)]
         backend = self._backend(args, requests)
-        self._run(backend, requests, progress=False)
+        self._run(backend, len(requests), progress=False)
         outputs = [backend.results[i].output_ids for i in range(len(prompts))]
         return assemble_output(input_ids, outputs, args["pad_token_id"])
 
@@ -164,35 +200,58 @@ class AutoSpec:
     def serve(self, requests: Sequence[GenerationRequest | dict | Sequence[int]], *, max_new_tokens: int = 64,
               eos_token_id: int | list[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
               top_k: int | None = None, top_p: float | None = None, progress: bool = True) -> ServeResult:
-        """Continuous batching over `requests` (arrival_s offsets honoured on the wall clock)."""
-        reqs = [as_request(r, i, max_new_tokens) for i, r in enumerate(requests)]
-        self._check_lengths([r.prompt_ids for r in reqs], max(r.max_new_tokens for r in reqs))
+        """Continuous batching over `requests` (arrival_s offsets honoured on the wall clock); see the
+        module docstring for what an invalid request or a failure midway returns."""
+        check_max_new_tokens(max_new_tokens)
         args = resolve_generation_args(self.target, None, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
                                        pad_token_id=None, do_sample=do_sample, temperature=temperature,
                                        top_k=top_k, top_p=top_p)
-        backend = self._backend(args, reqs)
+        reqs, rejected = self._admissible(requests, max_new_tokens)
+        memory, totals = MemorySink(self.records_window), RunningSummary()
         t0 = time.perf_counter()
-        records, error = self._run(backend, reqs, progress=progress, catch=True)
-        done = [backend.results[r.request_id] for r in reqs if r.request_id in backend.results]
-        result = ServeResult(done, backend.unfinished_ids(), records, time.perf_counter() - t0,
-                             backend.prefill_time_s, error, summarize(records) if records else {})
-        if error:
-            logger.error(f"serve stopped early ({error}); {len(done)} requests finished, "
-                         f"{len(result.unfinished)} did not: {result.unfinished}")
+        backend = self._backend(args, reqs) if reqs else None
+        error = self._run(backend, len(reqs), progress, [memory, totals], catch=True) if backend else None
+        done = [backend.results[r.request_id] for r in reqs if r.request_id in backend.results] if backend else []
+        result = ServeResult(done, backend.unfinished_ids() if backend else [], memory.records,
+                             time.perf_counter() - t0, backend.prefill_time_s if backend else 0.0, error,
+                             totals.as_dict() if memory.num_written else {}, rejected)
+        log_outcome(result)
         self.last_serve = result
         return result
 
+    def _admissible(self, items: Sequence[Any], max_new_tokens: int) -> tuple[list[GenerationRequest], dict]:
+        """The valid requests, and {request id: reason} for each invalid one (rejected on its own)."""
+        valid, rejected, seen = [], {}, set()
+        for index, item in enumerate(items):
+            key = request_key(item, index)
+            try:
+                request = as_request(item, index, max_new_tokens)
+                problem = request_problem(request, seen) or self._prompt_problem(request.prompt_ids,
+                                                                                 request.max_new_tokens)
+            except ValueError as exc:
+                problem = str(exc)
+            if problem:
+                rejected[key] = f"request {key!r} {problem}"
+                continue
+            seen.add(request.request_id)
+            valid.append(request)
+        return valid, rejected
+
     # --- internals ----------------------------------------------------------------------------
-    def _check_lengths(self, prompts: list[list[int]], max_new_tokens: int) -> None:
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    def _prompt_problem(self, prompt: list[int], max_new_tokens: int) -> str | None:
+        """Why this prompt cannot be served (empty, an id outside the vocabulary, too long), or None."""
+        if not prompt:
+            return "is empty: every row needs at least one token"
+        low, high = min(prompt), max(prompt)
+        if low < 0 or high >= self.token_limit:
+            bad = low if low < 0 else high
+            return (f"has token id {bad} at position {prompt.index(bad)}, outside the vocabulary "
+                    f"(0..{self.token_limit - 1})")
         limit = getattr(text_config(self.target), "max_position_embeddings", None)
-        for i, p in enumerate(prompts):
-            if not p:
-                raise ValueError(f"prompt {i} is empty: every row needs at least one token")
-            if limit and len(p) + max_new_tokens + self.max_spec_len > limit:
-                raise ValueError(f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} and "
-                                 f"spec_len up to {self.max_spec_len} it exceeds the model's context of {limit}")
+        if limit and len(prompt) + max_new_tokens + self.max_spec_len > limit:
+            return (f"has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} and spec_len up to "
+                    f"{self.max_spec_len} it exceeds the model's context of {limit}")
+        return None
 
     def _backend(self, args: dict[str, Any], requests: list[GenerationRequest]) -> HFBackend:
         sampling = SamplingConfig(do_sample=args["do_sample"], temperature=args["temperature"],
@@ -211,27 +270,28 @@ class AutoSpec:
         backend.submit(requests)
         return backend
 
-    def _run(self, backend: HFBackend, requests: list[GenerationRequest], progress: bool,
-             catch: bool = False) -> tuple[list[StepRecord], str | None]:
-        records: list[StepRecord] = []
-        bar = tqdm(total=len(requests), desc="requests", unit="req", disable=not progress)
+    def _run(self, backend: HFBackend, num_requests: int, progress: bool, call_sinks: Sequence[Any] = (),
+             catch: bool = False) -> str | None:
+        """Drive `backend` to the end; with `catch`, a failure (or KeyboardInterrupt) midway is
+        returned as its description instead of raised, and what finished stays in the backend."""
+        bar = tqdm(total=num_requests, desc="requests", unit="req", disable=not progress)
         try:
             with contextlib.ExitStack() as stack:
                 for packed in filter(None, self.prepacked):
                     stack.enter_context(packed.active())
-                self._loop(backend, records, bar)
-        except Exception as exc:  # a failure mid-serve keeps what finished
+                self._loop(backend, [*self.sinks, *call_sinks], bar)
+        except (Exception, KeyboardInterrupt) as exc:    # a failure mid-serve keeps what finished
             if not catch:
                 raise
-            return records, f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
             bar.close()
-        return records, None
+        return None
 
-    def _loop(self, backend: HFBackend, records: list[StepRecord], bar: tqdm) -> None:
+    def _loop(self, backend: HFBackend, sinks: list[Any], bar: tqdm) -> None:
         backend.start()
         while not backend.done():
-            records.append(run_step(backend, self.controller, self.sinks))
+            run_step(backend, self.controller, sinks)
             bar.update(len(backend.results) - bar.n)
 
 
@@ -249,17 +309,77 @@ def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> Non
 REQUEST_KEYS = {"prompt_ids", "max_new_tokens", "request_id", "arrival_s"}
 
 
+def check_max_new_tokens(max_new_tokens: Any) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+
+
+def vocabulary_limit(target: torch.nn.Module, draft: Any) -> int:
+    """One past the largest token id every model in the pair can embed."""
+    models = [m for m in (target, draft) if isinstance(m, torch.nn.Module)]
+    return min(_num_embeddings(m) for m in models)
+
+
+def _num_embeddings(model: torch.nn.Module) -> int:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    return int(rows) if rows else int(text_config(model).vocab_size)
+
+
+def request_key(item: Any, index: int) -> int | str:
+    """The id a request is reported under (its own when it has a usable one, else its index)."""
+    rid = item.request_id if isinstance(item, GenerationRequest) else (
+        item.get("request_id", index) if isinstance(item, dict) else index)
+    return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else index
+
+
 def as_request(item: Any, index: int, max_new_tokens: int) -> GenerationRequest:
+    """A GenerationRequest from a request, a dict with REQUEST_KEYS, or a list of token ids
+    (ValueError naming what is wrong with it)."""
     if isinstance(item, GenerationRequest):
+        token_list(item.prompt_ids)
         return item
     if isinstance(item, dict):
         unknown = sorted(set(item) - REQUEST_KEYS)
         if unknown:
-            raise ValueError(f"request {index} has keys autospec does not honour: {unknown} (a request takes "
+            raise ValueError(f"has keys autospec does not honour: {unknown} (a request takes "
                              f"{sorted(REQUEST_KEYS)}; per-request sampling and stop settings are not supported yet)")
-        return GenerationRequest(list(item["prompt_ids"]), int(item.get("max_new_tokens", max_new_tokens)),
-                                 item.get("request_id", index), float(item.get("arrival_s", 0.0)))
-    return GenerationRequest(list(item), max_new_tokens, index)
+        if "prompt_ids" not in item:
+            raise ValueError("has no prompt_ids")
+        return GenerationRequest(token_list(item["prompt_ids"]), item.get("max_new_tokens", max_new_tokens),
+                                 item.get("request_id", index), item.get("arrival_s", 0.0))
+    return GenerationRequest(token_list(item), max_new_tokens, index)
+
+
+def token_list(ids: Any) -> list[int]:
+    ids = ids.tolist() if hasattr(ids, "tolist") else ids
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        raise ValueError(f"prompt_ids must be a list of token ids, got {type(ids).__name__}")
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise ValueError("prompt_ids must hold integer token ids only")
+    return list(ids)
+
+
+def request_problem(request: GenerationRequest, seen: set) -> str | None:
+    """What is wrong with a request's id, budget or arrival time (None: nothing)."""
+    rid, budget, arrival = request.request_id, request.max_new_tokens, request.arrival_s
+    if isinstance(rid, bool) or not isinstance(rid, (int, str)):
+        return f"has request_id {rid!r}: it must be an int or a str"
+    if rid in seen:
+        return "repeats an earlier request's id; ids must be unique within a serve() call"
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        return f"has max_new_tokens={budget!r}: it must be an integer >= 1"
+    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not 0 <= arrival < float("inf"):
+        return f"has arrival_s={arrival!r}: it must be a finite number of seconds >= 0"
+    return None
+
+
+def log_outcome(result: ServeResult) -> None:
+    for rid, reason in result.rejected.items():
+        logger.warning(f"rejected: {reason}")
+    if result.error:
+        logger.error(f"serve stopped early ({result.error}); {len(result.results)} requests finished, "
+                     f"{len(result.unfinished)} did not: {result.unfinished}")
 
 
 def resolve_generation_args(target: torch.nn.Module, generation_config: Any, **explicit: Any) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Contract: `run_loop` drives any `Backend` with any `Controller` until the backend is done or
 `max_steps` steps ran; it validates every chosen spec_len (ValueError naming it), stamps the
-controller's name on each record, feeds it back to the controller, writes it to every sink, and
-returns the records. With `scores_every` > 0 and a sink that has `write_scores`, it also writes the
+controller's name on each record, feeds it back to the controller, writes it to every sink (also
+when the controller's `observe` raises: the step happened), and returns the records. With `scores_every` > 0 and a sink that has `write_scores`, it also writes the
 controller's arm values every that many steps. `progress` shows a tqdm bar over steps.
 """
 from __future__ import annotations
@@ -39,9 +39,11 @@ def run_step(backend: Backend, controller: Controller, sinks: list[Sink], scores
     ctx = backend.context()
     spec_len = validate_spec_len(controller.choose(ctx), ctx.max_spec_len)
     record = dataclasses.replace(backend.step(spec_len), controller=controller.name)
-    controller.observe(record)
-    for sink in sinks:
-        sink.write(record)
+    try:
+        controller.observe(record)
+    finally:                       # the step happened: its record is written even if the controller failed
+        for sink in sinks:
+            sink.write(record)
     if scores_every and ctx.step % scores_every == 0:
         for sink in sinks:
             if hasattr(sink, "write_scores"):

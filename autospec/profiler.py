@@ -157,7 +157,7 @@ def measure_acceptance(target: Any, draft: Any, tokenizer: Any, prompts: list[di
     from autospec.prompts import chat_token_ids
 
     engine = AutoSpec(target, draft, controller=f"fixed:{max_spec_len}", max_spec_len=max_spec_len,
-                      max_batch_size=8)
+                      max_batch_size=8, records_window=None)
     ids = chat_token_ids(tokenizer, [p["prompt"] for p in prompts])
     engine.serve(ids, max_new_tokens=new_tokens, eos_token_id=tokenizer.eos_token_id, progress=False)
     return acceptance_from_records(engine.records, max_spec_len)
@@ -197,7 +197,8 @@ def sweep_residuals_ms(target: Any, draft: Any, rows: list[list[int]], cells_mod
 
     top, b, n = max(spec_lens), len(rows), len(spec_lens)
     controller = SweepController(spec_lens=spec_lens, max_spec_len=top, seed=seed)
-    engine = AutoSpec(target, draft, controller=controller, max_spec_len=top, max_batch_size=b, cpu_prepack=None)
+    engine = AutoSpec(target, draft, controller=controller, max_spec_len=top, max_batch_size=b, cpu_prepack=None,
+                      records_window=None)
     engine.serve(rows, max_new_tokens=new_tokens, eos_token_id=-1, progress=False)
     out = []
     for start in range(n, len(engine.records) - n + 1, n):

@@ -4,44 +4,86 @@ Contract: goodput is total emitted tokens over total step time (never a mean of 
 ratios); `warmup_steps` leading steps are left out; `per_batch_size` groups steps by batch size;
 `oracle_goodput_tps` (when the records carry the oracle's per-step expected goodput) is the
 step-time-weighted mean of it, so `goodput_tps / oracle_goodput_tps` reads as a fraction.
+`RunningSummary` gives the same dict updated one record at a time (constant memory).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from autospec.types import StepRecord
 
 
 def summarize(records: Sequence[StepRecord], warmup_steps: int = 0) -> dict[str, Any]:
-    kept = list(records[warmup_steps:])
-    out = _totals(kept)
-    groups: dict[int, list[StepRecord]] = defaultdict(list)
-    for r in kept:
-        groups[r.batch_size].append(r)
-    out["per_batch_size"] = {b: _totals(rs, per_group=True) for b, rs in sorted(groups.items())}
-    return out
+    running = RunningSummary()
+    for r in records[warmup_steps:]:
+        running.add(r)
+    return running.as_dict()
 
 
-def _totals(records: Sequence[StepRecord], per_group: bool = False) -> dict[str, Any]:
-    time_s = sum(r.step_time_s for r in records)
-    tokens = sum(r.num_emitted_tokens for r in records)
-    drafted = sum(r.num_draft_tokens for r in records)
-    accepted = sum(r.num_accepted_tokens for r in records)
-    rows = sum(r.batch_size for r in records)
-    out: dict[str, Any] = {
-        "steps": len(records),
-        "goodput_tps": tokens / time_s if time_s > 0 else 0.0,
-        "mean_spec_len": sum(r.spec_len for r in records) / len(records) if records else math.nan,
-        "acceptance_length": tokens / rows if rows else math.nan,
-        "acceptance_rate": accepted / drafted if drafted else math.nan,
-        "num_emitted_tokens": tokens,
-        "time_s": time_s,
-    }
-    if per_group and records:
-        out["spec_len_mode"] = Counter(r.spec_len for r in records).most_common(1)[0][0]
-    oracle = [r for r in records if r.oracle_goodput_tps is not None]
-    if oracle and len(oracle) == len(records) and time_s > 0:
-        out["oracle_goodput_tps"] = sum(r.oracle_goodput_tps * r.step_time_s for r in oracle) / time_s
-    return out
+@dataclass
+class _Totals:
+    """Sums over a set of records, updated one record at a time."""
+    steps: int = 0
+    time_s: float = 0.0
+    tokens: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    rows: int = 0
+    spec_len_sum: int = 0
+    oracle_steps: int = 0
+    oracle_weighted: float = 0.0
+    spec_len_counts: Counter = field(default_factory=Counter)
+
+    def add(self, r: StepRecord) -> None:
+        self.steps += 1
+        self.time_s += r.step_time_s
+        self.tokens += r.num_emitted_tokens
+        self.drafted += r.num_draft_tokens
+        self.accepted += r.num_accepted_tokens
+        self.rows += r.batch_size
+        self.spec_len_sum += r.spec_len
+        self.spec_len_counts[r.spec_len] += 1
+        if r.oracle_goodput_tps is not None:
+            self.oracle_steps += 1
+            self.oracle_weighted += r.oracle_goodput_tps * r.step_time_s
+
+    def as_dict(self, per_group: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "steps": self.steps,
+            "goodput_tps": self.tokens / self.time_s if self.time_s > 0 else 0.0,
+            "mean_spec_len": self.spec_len_sum / self.steps if self.steps else math.nan,
+            "acceptance_length": self.tokens / self.rows if self.rows else math.nan,
+            "acceptance_rate": self.accepted / self.drafted if self.drafted else math.nan,
+            "num_emitted_tokens": self.tokens,
+            "time_s": self.time_s,
+        }
+        if per_group and self.steps:
+            out["spec_len_mode"] = self.spec_len_counts.most_common(1)[0][0]
+        if self.oracle_steps and self.oracle_steps == self.steps and self.time_s > 0:
+            out["oracle_goodput_tps"] = self.oracle_weighted / self.time_s
+        return out
+
+
+class RunningSummary:
+    """`summarize` computed incrementally: constant memory per batch size, whatever the run's length."""
+
+    def __init__(self) -> None:
+        self.total = _Totals()
+        self.groups: dict[int, _Totals] = defaultdict(_Totals)
+
+    def add(self, record: StepRecord) -> None:
+        self.total.add(record)
+        self.groups[record.batch_size].add(record)
+
+    write = add                                       # a RunningSummary is a sink
+
+    def close(self) -> None:
+        pass
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.total.as_dict()
+        out["per_batch_size"] = {b: t.as_dict(per_group=True) for b, t in sorted(self.groups.items())}
+        return out

@@ -4,6 +4,8 @@ Contract (the `Backend` protocol plus serving):
 - `submit(requests)` queues `GenerationRequest`s (prompt ids, their own max_new_tokens, an arrival
   offset in seconds); between steps the backend retires rows that finished (EOS or their budget)
   and admits arrived requests while fewer than `max_batch_size` rows run, prefilling them together.
+  When no row runs but requests are still to come it waits for their arrival (rows that finish at
+  their prefill leave at once), so after `start()` and every `step()` a row runs or `done()` holds.
 - `step(spec_len)` drafts up to `spec_len` tokens per row (never past a row's budget), verifies
   all rows in ONE target forward over a ragged KV cache (`SlotCache`), keeps every row's own
   accepted drafts plus the target's bonus token, and returns the `StepRecord`. The verified block
@@ -130,7 +132,7 @@ class HFBackend:
         be updated in it)."""
         self._t0 = time.perf_counter()
         self._returned_at = None
-        self._admit()
+        self._fill()
 
     def now_s(self) -> float:
         return time.perf_counter() - self._t0
@@ -143,18 +145,19 @@ class HFBackend:
 
     @torch.inference_mode()
     def context(self) -> StepContext:
-        if not self.rows:
-            self._wait_for_arrivals()
         lengths = [len(r.tokens) for r in self.rows]
         return StepContext(step=self.step_index, batch_size=len(self.rows), max_spec_len=self.max_spec_len,
                            mean_context_len=sum(lengths) / max(1, len(lengths)), max_context_len=max(lengths, default=0),
                            time_s=self.now_s())
 
-    def _wait_for_arrivals(self) -> None:
-        if self.queue and not self.rows:
+    def _fill(self) -> None:
+        """Admit what has arrived; while no row runs but requests are still to come, wait for them
+        (admitted rows may finish at their prefill and leave again), so that after `start()` and
+        every `step()` either a row runs or `done()` holds."""
+        self._admit()
+        while not self.rows and self.queue:
             time.sleep(max(0.0, self.queue[0].arrival_s - self.now_s()))
             self._admit()
-            self._returned_at = None
 
     # --- admission ------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -232,7 +235,7 @@ class HFBackend:
         record = _with_times(record, draft_s, verify_s, time.perf_counter() - host_start + host_gap_s, self.now_s())
         self.step_index += 1
         self._retire()
-        self._admit()
+        self._fill()                                    # idle waits for arrivals count in no record
         self._returned_at = time.perf_counter()
         return record
 

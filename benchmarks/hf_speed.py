@@ -81,7 +81,8 @@ def methods(model, tokenizer, size: int, args) -> dict:
             out[f"hf_prompt_lookup_{k}"] = (hf(prompt_lookup_num_tokens=k), None)
     specs = {f"fixed:{k}": f"fixed:{k}" for k in range(9)} | {"auto": "auto", "sweep": f"sweep:{args.sweep_spec_lens}"}
     for name, spec in specs.items():
-        engine = AutoSpec(model, args.draft_model, controller=spec, cost_model=args.profile, max_batch_size=max(16, size))
+        engine = AutoSpec(model, args.draft_model, controller=spec, cost_model=args.profile, max_batch_size=max(16, size),
+                          records_window=None)
         out[name] = ((lambda i, m, e=engine: e.generate(i, attention_mask=m, **common)), engine)
     return out
 

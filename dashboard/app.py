@@ -6,6 +6,10 @@ Runs are read from --runs, else $AUTOSPEC_RUNS_DIR, else runs/. The page follows
 by default (pick one or several in the sidebar) and refreshes while it is written, reading only
 the lines appended since the last refresh. The "simulate" panel starts simulated runs in the
 background (no GPU or model needed); stopping one keeps what it wrote.
+
+The server listens on 127.0.0.1 (dashboard/.streamlit/config.toml) unless asked otherwise with
+--server.address; only run folders inside the runs folder are listed or read (a symlink that
+leads elsewhere is skipped; `autospec.runs.run_dir` refuses it).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import streamlit as st
 
 from autospec import viz
 from autospec.profiles import shipped_profiles
-from autospec.runs import RUNS_DIR_ENV, list_runs
+from autospec.runs import RUNS_DIR_ENV, list_runs, run_dir
 
 CONTROLLER_CHOICES = ["auto", "thompson", "ucb", "model", "table", "heuristic"] + [f"fixed:{k}" for k in range(9)]
 LEVELS = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -50,11 +54,18 @@ def sidebar(root: Path) -> tuple[list[Path], float]:
     chosen = st.sidebar.multiselect("runs", names, default=names[:1], key="runs_chosen")
     refresh_s = st.sidebar.slider("refresh every (s)", 0.5, 10.0, 2.0, 0.5)
     simulate_panel(root)
-    return [root / n for n in chosen], refresh_s
+    return [run_dir(root, n) for n in chosen], refresh_s
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def simulate_panel(root: Path) -> None:
     with st.sidebar.expander("simulate", expanded=False):
+        address = st.get_option("server.address")
+        if address not in LOOPBACK:
+            st.warning(f"this dashboard is served on {address or 'every interface'}: anyone who can reach it can "
+                       "start simulations on this machine")
         with st.form("simulate"):
             profile = st.selectbox("profile", shipped_profiles(), index=shipped_profiles().index("h200-llama2-7b-llama-68m"))
             controllers = st.multiselect("controllers", CONTROLLER_CHOICES, default=["auto", "fixed:3"])

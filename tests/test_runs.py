@@ -54,3 +54,57 @@ def test_strict_read_names_a_truncated_log_and_keeps_what_was_read(tmp_path: Pat
 def test_strict_read_of_a_missing_log_says_so(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no step log"):
         read_steps(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "a\\b", "/etc"])
+def test_a_run_name_that_is_a_path_is_refused_by_name(tmp_path: Path, name: str):
+    from autospec.runs import run_dir
+    with pytest.raises(ValueError, match="run name .* is (refused|not a plain run folder name)"):
+        RunWriter(name, runs_dir=tmp_path / "runs")
+    with pytest.raises(ValueError, match="run name"):
+        run_dir(tmp_path / "runs", name)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "runs").exists()
+
+
+def test_run_dir_refuses_a_symlink_out_of_the_runs_folder(tmp_path: Path):
+    from autospec.runs import run_dir
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ValueError, match="resolves outside the runs folder"):
+        run_dir(tmp_path / "runs", "link")
+    assert run_dir(tmp_path / "runs", "fine") == tmp_path / "runs" / "fine"
+
+
+def test_a_write_interrupted_midway_leaves_only_whole_lines(tmp_path: Path, monkeypatch):
+    """os.write writes part of the line, then the disk is full: the part is cut back off."""
+    import os
+    from autospec.runs import JsonlSink
+    sink = JsonlSink(tmp_path / "steps.jsonl")
+    sink.write(make_record(step=0))
+    real_write = os.write
+    calls = []
+
+    def half_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        sink.write(make_record(step=1))
+    monkeypatch.setattr(os, "write", real_write)
+    sink.write(make_record(step=2))
+    sink.close()
+    assert len(calls) == 2 and [r.step for r in read_steps(tmp_path / "steps.jsonl")] == [0, 2]
+
+
+def test_memory_sink_keeps_a_bounded_window_and_counts_everything():
+    from autospec import MemorySink
+    sink = MemorySink(window=3)
+    for i in range(10):
+        sink.write(make_record(step=i))
+    assert [r.step for r in sink.records] == [7, 8, 9] and sink.num_written == 10
+    with pytest.raises(ValueError, match="records window must be a positive integer or None"):
+        MemorySink(window=0)

@@ -139,8 +139,29 @@ def test_custom_generate_refuses_processors_it_does_not_apply():
                         repetition_penalty=1.5, custom_generate=spec.as_custom_generate())
 
 
-def test_a_dict_request_with_keys_it_does_not_honour_is_refused_by_name():
-    import pytest
-    spec = AutoSpec(tiny_llama(layers=1, seed=0), "ngram")
-    with pytest.raises(ValueError, match=r"request 1 has keys autospec does not honour: \['temperature'\]"):
-        spec.serve([{"prompt_ids": [3, 4]}, {"prompt_ids": [5, 6], "temperature": 0.7}], progress=False)
+def test_a_dict_request_with_keys_it_does_not_honour_is_refused_by_name_and_the_others_served():
+    target = tiny_llama(layers=1, seed=0)
+    spec = AutoSpec(target, "ngram")
+    result = spec.serve([{"prompt_ids": [3, 4]}, {"prompt_ids": [5, 6], "temperature": 0.7}], max_new_tokens=4,
+                        eos_token_id=-1, progress=False)
+    assert list(result.rejected) == [1]
+    assert "has keys autospec does not honour: ['temperature']" in result.rejected[1]
+    ref = target.generate(torch.tensor([[3, 4]]), max_new_tokens=4, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    assert [r.output_ids for r in result.results] == [ref[0, 2:].tolist()] and result.unfinished == []
+
+
+def test_rows_that_all_finish_at_admission_while_others_are_still_to_arrive():
+    """Regression (found by benchmarks/soak.py): the first arrivals finish at their prefill, the
+    batch is empty, the next arrival also finishes at once; serve() stopped with 'step() called with
+    no running rows'. Now it waits for the next arrival and serves everything."""
+    target = tiny_llama(layers=1, seed=0)
+    spec = AutoSpec(target, "ngram", controller="fixed:2", max_batch_size=2)
+    reqs = [GenerationRequest([3, 4], 1, "a", 0.0), GenerationRequest([5, 6, 7], 1, "b", 0.03),
+            GenerationRequest([8, 9], 1, "c", 0.06), GenerationRequest([3, 9, 4], 6, "d", 0.09)]
+    result = spec.serve(reqs, eos_token_id=-1, progress=False)
+    assert result.error is None and result.unfinished == []
+    for req, res in zip(reqs, result.results):
+        ref = target.generate(torch.tensor([req.prompt_ids]), max_new_tokens=req.max_new_tokens, do_sample=False,
+                              eos_token_id=-1, pad_token_id=0)[0, len(req.prompt_ids):].tolist()
+        assert res.output_ids == ref
+    assert result.results[-1].arrival_s == 0.09 and result.results[-1].first_token_s >= 0.09

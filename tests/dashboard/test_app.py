@@ -92,3 +92,12 @@ def test_no_runs_says_how_to_start_one(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOSPEC_RUNS_DIR", str(tmp_path / "nothing"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception and "No runs" in at.info[0].value
+
+
+def test_a_run_folder_that_leads_outside_the_runs_folder_is_never_listed(runs, tmp_path_factory):
+    outside = write_run(tmp_path_factory.mktemp("elsewhere"), "secret", 0.005, 2, mtime=3_000_000)
+    (runs / "escape").symlink_to(outside, target_is_directory=True)    # the newest run, were it listed
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "escape" not in at.multiselect(key="runs_chosen").options
+    assert metric(at, "mean spec_len") == "3.00"                        # still beta's page, not the secret run's

@@ -79,3 +79,30 @@ def test_the_page_renders_charts_and_the_headline_metric(served_run, tmp_path):
     assert dom.count("vega-embed") >= 4                                  # goodput, spec_len, acceptance, tokens/pass
     assert "browser-run" in dom
     assert shot.stat().st_size > 50_000
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, from /proc/net/tcp and tcp6 (Linux)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's socket tables")
+def test_streamlit_run_listens_on_loopback_only_by_default(tmp_path):
+    """`streamlit run dashboard/app.py` with no address flag, from another working directory."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
+                               "--server.port", str(port), "--", "--runs", str(tmp_path)],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}")
+        assert listening_addresses(port) == {"0100007F"}                 # 127.0.0.1, and nothing else
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
