@@ -1,14 +1,20 @@
 """`AutoSpec`: wrap a HuggingFace target (and a drafter) behind a `generate()` like the target's own.
 
 Contract:
-- `generate(input_ids, attention_mask=None, max_new_tokens=..., ...)` returns what
+- `generate(input_ids, attention_mask=None, **generation arguments)` returns what
   `target.generate` returns for the same arguments: a LongTensor [batch, prompt + new tokens],
-  the prompt as given (left padding honoured), each row padded with `pad_token_id` after its EOS.
-  Greedy output is token-identical to the target's greedy decoding; sampling follows the target's
-  distribution. More rows than `max_batch_size` are run by continuous batching (rows join as
-  others finish), not refused.
+  the prompt as given (left padding honoured), each row padded with `pad_token_id` after its end
+  (or HF's `GenerateDecoderOnlyOutput` with `return_dict_in_generate`). The arguments are resolved
+  as HF resolves them (`autospec.generation`: the call, its generation_config, the model's): HF's
+  own logits processors run at every verified position with that position's prefix, user
+  processors and stopping criteria, stop strings, max_time, several EOS ids, max_length, a
+  streamer (batch 1), num_return_sequences when sampling. Greedy output is token-identical to the
+  target's greedy decoding; sampling follows the target's processed distribution. More rows than
+  `max_batch_size` are run by continuous batching (rows join as others finish), not refused.
 - `serve(requests)` runs a continuous-batching workload (requests with their own budgets and
-  arrival times) and returns a `ServeResult`. An invalid request (empty prompt, a token id outside
+  arrival times, and as dicts their own generation settings: temperature, top_p, repetition_penalty,
+  stop_strings, eos_token_id, ...; each row is processed with its own, as `target.generate` on that
+  request alone would) and returns a `ServeResult`. An invalid request (empty prompt, a token id outside
   the vocabulary, a bad budget or arrival time, a duplicate id, a key autospec does not honour)
   is rejected on its own before it joins the batch (`rejected`: id -> reason) and the others are
   served. If the run fails midway (a controller or sink that raises, a device error,
@@ -27,10 +33,10 @@ Contract:
   True insists (ValueError if the target cannot be packed); False never packs.
 - Bad input raises ValueError before any compute: a target or draft autospec cannot serve exactly
   (`backends.attention.UnsupportedModel`: stateful, no KV cache, encoder-decoder, an attention
-  implementation it cannot mask), a `generate` argument it does not honour (any argument beyond
-  the ones in its signature that would change what `target.generate` returns, e.g.
-  repetition_penalty=1.7, num_beams=4, output_scores=True, an unknown keyword; and, through
-  `as_custom_generate`, logits processors and stopping criteria other than length and EOS),
+  implementation it cannot mask), a generation argument it does not honour (REFUSED_ARGUMENTS in
+  `autospec.generation`: beams, contrastive search, DoLa, constraints, guidance, watermarking,
+  output_attentions, use_cache=False, HF's assistant and prompt lookup (autospec's drafters
+  replace them), an unknown keyword),
   mismatched vocabularies or tokenizers, empty prompts, prompts that do not fit the model's
   context, max_new_tokens < 1, an invalid spec_len.
 """
@@ -50,9 +56,12 @@ from autospec.backends.attention import attention_plan, text_config
 from autospec.backends.drafters import ModelDrafter, NgramDrafter
 from autospec.backends.hf import GenerationRequest, HFBackend, RequestResult
 from autospec.backends.prepack import maybe_packed
+from autospec.backends.processing import Processing
 from autospec.backends.sampling import SamplingConfig
 from autospec.controllers import build_controller
 from autospec.cost_model import CostModel
+from autospec.generation import (APPLIED, LOOP_CRITERIA, Call, build_processing, dict_output, prepare_config,
+                                 resolve_call, resolve_lengths, same_value, special_tokens, user_processors)
 from autospec.loop import run_step
 from autospec.runs import MemorySink, RunWriter
 from autospec.summary import RunningSummary
@@ -98,6 +107,7 @@ class AutoSpec:
             self.plans["draft"] = attention_plan(self.draft)
         self.max_spec_len = max_spec_len if self.draft is not None else 0
         self.max_batch_size, self.seed, self.ngram_max_n = max_batch_size, seed, ngram_max_n
+        self.tokenizer = tokenizer                          # the default `tokenizer=` for stop_strings
         if isinstance(cost_model, str):
             cost_model = CostModel.from_profile(cost_model)
         if cost_model is not None:
@@ -164,52 +174,71 @@ class AutoSpec:
 
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 max_new_tokens: int | None = None, eos_token_id: int | list[int] | None = None,
-                 pad_token_id: int | None = None, do_sample: bool | None = None, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, generation_config: Any = None,
-                 **kwargs: Any) -> torch.Tensor:
-        """Like `target.generate(...)`, speculatively; see the module docstring. Any other argument
-        that would change what `target.generate` returns raises ValueError naming it, before compute."""
-        refuse_unhonoured(kwargs)
-        args = resolve_generation_args(self.target, generation_config, max_new_tokens=max_new_tokens,
-                                       eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=do_sample,
-                                       temperature=temperature, top_k=top_k, top_p=top_p)
-        prompts = split_prompts(input_ids, attention_mask)
-        check_max_new_tokens(args["max_new_tokens"])
+                 generation_config: Any = None, logits_processor: Any = None, stopping_criteria: Any = None,
+                 streamer: Any = None, tokenizer: Any = None, **kwargs: Any) -> Any:
+        """Like `target.generate(...)`, speculatively: the same arguments (generation config fields
+        as keywords or in `generation_config`, logits processors, stopping criteria, stop strings
+        with `tokenizer`, a streamer, dict outputs), resolved and applied as HF does; anything it
+        cannot honour raises ValueError naming it, before compute (`autospec.generation`)."""
+        call = resolve_call(self.target, input_ids, attention_mask, generation_config, logits_processor,
+                            stopping_criteria, streamer, tokenizer or self.tokenizer, kwargs)
+        return self._generate(call)
+
+    def _generate(self, call: Call) -> Any:
+        prompts = split_prompts(call.input_ids, call.attention_mask)
+        check_max_new_tokens(call.max_new_tokens)
         for i, prompt in enumerate(prompts):
-            problem = self._prompt_problem(prompt, args["max_new_tokens"])
+            problem = self._prompt_problem(prompt, call.max_new_tokens)
             if problem:
                 raise ValueError(f"prompt {i} {problem}")
-        requests = [GenerationRequest(p, args["max_new_tokens"], i) for i, p in enumerate(prompts)]
-        backend = self._backend(args, requests)
+        requests = [GenerationRequest(p, call.max_new_tokens, i, view=call.views[i]) for i, p in enumerate(prompts)]
+        on_tokens = (lambda request, tokens: call.streamer.put(torch.tensor(tokens))) if call.streamer else None
+        backend = self._backend(call.sampling, call.eos_token_ids, requests, call.processing,
+                                keep_scores=call.output_scores or call.output_logits, on_tokens=on_tokens)
         self._run(backend, len(requests), progress=False)
-        outputs = [backend.results[i].output_ids for i in range(len(prompts))]
-        return assemble_output(input_ids, outputs, args["pad_token_id"])
+        if call.streamer is not None:
+            call.streamer.end()
+        results = [backend.results[i] for i in range(len(prompts))]
+        sequences = assemble_output(call.input_ids, [r.output_ids for r in results], call.pad_token_id)
+        return dict_output(sequences, results, call) if call.return_dict else sequences
 
     def as_custom_generate(self):
-        """A callable for `target.generate(..., custom_generate=spec.as_custom_generate())`."""
+        """A callable for `target.generate(..., custom_generate=spec.as_custom_generate())`: it takes
+        the processors and criteria HF prepared (the user's ones and those of the generation config)."""
         def custom_generate(model, input_ids, logits_processor=None, stopping_criteria=None, generation_config=None,
-                            **model_kwargs):
+                            streamer=None, synced_gpus=False, **model_kwargs):
             if model is not self.target:
                 raise ValueError("this custom_generate belongs to another target model")
-            refuse_processors(logits_processor, stopping_criteria)
-            return self.generate(input_ids, attention_mask=model_kwargs.get("attention_mask"),
-                                 generation_config=generation_config)
+            user = user_processors(self.target, generation_config, logits_processor, input_ids,
+                                   model_kwargs.get("attention_mask"))
+            criteria = [c for c in (stopping_criteria or []) if type(c).__name__ not in LOOP_CRITERIA]
+            call = resolve_call(self.target, input_ids, model_kwargs.get("attention_mask"), generation_config, user,
+                                None, streamer, None, {}, prepared_criteria=criteria)
+            return self._generate(call)
         return custom_generate
 
     def serve(self, requests: Sequence[GenerationRequest | dict | Sequence[int]], *, max_new_tokens: int = 64,
               eos_token_id: int | list[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
-              top_k: int | None = None, top_p: float | None = None, progress: bool = True) -> ServeResult:
+              top_k: int | None = None, top_p: float | None = None, progress: bool = True,
+              tokenizer: Any = None) -> ServeResult:
         """Continuous batching over `requests` (arrival_s offsets honoured on the wall clock); see the
-        module docstring for what an invalid request or a failure midway returns."""
+        module docstring for what an invalid request or a failure midway returns. A dict request may
+        carry its own generation settings (temperature, top_p, repetition_penalty, stop_strings with
+        `tokenizer`, eos_token_id, ...: SERVE_SETTINGS); its row is processed with them, as
+        `target.generate` on that request alone with those settings would, the others as given here."""
         check_max_new_tokens(max_new_tokens)
-        args = resolve_generation_args(self.target, None, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-                                       pad_token_id=None, do_sample=do_sample, temperature=temperature,
-                                       top_k=top_k, top_p=top_p)
-        reqs, rejected = self._admissible(requests, max_new_tokens)
+        base = {"do_sample": do_sample, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                "eos_token_id": eos_token_id}
+        all_own = self._model_config_needs_processing(base)
+        args = resolve_generation_args(self.target, None, check=not all_own, max_new_tokens=max_new_tokens,
+                                       eos_token_id=eos_token_id, pad_token_id=None, do_sample=do_sample,
+                                       temperature=temperature, top_k=top_k, top_p=top_p)
+        reqs, rejected = self._admissible(requests, max_new_tokens, base, tokenizer or self.tokenizer, all_own)
         memory, totals = MemorySink(self.records_window), RunningSummary()
         t0 = time.perf_counter()
-        backend = self._backend(args, reqs) if reqs else None
+        sampling = SamplingConfig(do_sample=args["do_sample"], temperature=args["temperature"], top_k=args["top_k"],
+                                  top_p=args["top_p"])
+        backend = self._backend(sampling, args["eos_token_ids"], reqs) if reqs else None
         error = self._run(backend, len(reqs), progress, [memory, totals], catch=True) if backend else None
         done = [backend.results[r.request_id] for r in reqs if r.request_id in backend.results] if backend else []
         result = ServeResult(done, backend.unfinished_ids() if backend else [], memory.records,
@@ -219,15 +248,32 @@ class AutoSpec:
         self.last_serve = result
         return result
 
-    def _admissible(self, items: Sequence[Any], max_new_tokens: int) -> tuple[list[GenerationRequest], dict]:
+    def _model_config_needs_processing(self, base: dict[str, Any]) -> bool:
+        """The model's generation_config sets processors (e.g. a checkpoint's repetition_penalty): then
+        every request is processed as HF would (its fields autospec refuses raise here, for the call)."""
+        config = getattr(self.target, "generation_config", None)
+        try:
+            if config is not None:
+                refuse_unhonoured_config(config, "the model's generation_config")
+            return False
+        except ValueError:
+            prepare_config(self.target, None, {k: v for k, v in base.items() if v is not None} | {"max_new_tokens": 1})
+            return True
+
+    def _admissible(self, items: Sequence[Any], max_new_tokens: int, base: dict[str, Any] | None = None,
+                    tokenizer: Any = None, all_own: bool = False) -> tuple[list[GenerationRequest], dict]:
         """The valid requests, and {request id: reason} for each invalid one (rejected on its own)."""
         valid, rejected, seen = [], {}, set()
+        shared: dict[Any, Any] = {}                      # one Processing per distinct settings
         for index, item in enumerate(items):
             key = request_key(item, index)
             try:
                 request = as_request(item, index, max_new_tokens)
                 problem = request_problem(request, seen) or self._prompt_problem(request.prompt_ids,
                                                                                  request.max_new_tokens)
+                own = {k: item[k] for k in set(item) & SERVE_SETTINGS} if isinstance(item, dict) else {}
+                if not problem and (own or all_own):
+                    self._own_settings(request, own, base or {}, tokenizer, shared)
             except ValueError as exc:
                 problem = str(exc)
             if problem:
@@ -236,6 +282,24 @@ class AutoSpec:
             seen.add(request.request_id)
             valid.append(request)
         return valid, rejected
+
+    def _own_settings(self, request: GenerationRequest, settings: dict[str, Any], base: dict[str, Any],
+                      tokenizer: Any, shared: dict[Any, Any]) -> None:
+        """Resolve a request's own settings over serve()'s as HF resolves generate's (the model's
+        generation config under them), and give the request its Processing, sampling choice and EOS."""
+        merged = {**{k: v for k, v in base.items() if v is not None}, **settings,
+                  "max_new_tokens": request.max_new_tokens}
+        config, _ = prepare_config(self.target, None, dict(merged))
+        prompt = torch.tensor([request.prompt_ids], device=self.device)                # [1, P]
+        resolve_lengths(self.target, config, merged, None, prompt)
+        eos_ids, _ = special_tokens(self.target, config, 1, self.device)
+        key = (settings_key(merged), request.max_new_tokens + len(request.prompt_ids)
+               if config.forced_eos_token_id is not None else None)
+        if key not in shared:
+            shared[key] = build_processing(self.target, config, prompt, None, None, tokenizer, self.device,
+                                           torch.ones_like(prompt), want_scores=True)
+        request.processing, request.do_sample = shared[key], bool(config.do_sample)
+        request.eos_token_ids = tuple(eos_ids)
 
     # --- internals ----------------------------------------------------------------------------
     def _prompt_problem(self, prompt: list[int], max_new_tokens: int) -> str | None:
@@ -253,9 +317,10 @@ class AutoSpec:
                     f"{self.max_spec_len} it exceeds the model's context of {limit}")
         return None
 
-    def _backend(self, args: dict[str, Any], requests: list[GenerationRequest]) -> HFBackend:
-        sampling = SamplingConfig(do_sample=args["do_sample"], temperature=args["temperature"],
-                                  top_k=args["top_k"], top_p=args["top_p"])
+    def _backend(self, sampling: SamplingConfig, eos_token_ids: list[int], requests: list[GenerationRequest],
+                 processing: Processing | None = None, keep_scores: bool = False, on_tokens: Any = None) -> HFBackend:
+        """A fresh backend for one call: the draft samples with `sampling`; with HF processing the
+        target's tokens come from its processed scores (warpers included), so it samples them plain."""
         slots = max(len(r.prompt_ids) + r.max_new_tokens for r in requests) + 2 * self.max_spec_len + 2
         generator = self.generator
         rows = self.max_batch_size
@@ -264,9 +329,13 @@ class AutoSpec:
             drafter = NgramDrafter(max_n=self.ngram_max_n, device=self.device)
         elif self.draft is not None:
             drafter = ModelDrafter(self.draft, sampling, rows, slots, generator, plan=self.plans["draft"])
-        backend = HFBackend(self.target, drafter, sampling=sampling, eos_token_ids=args["eos_token_ids"],
+        target_sampling = sampling
+        if processing is not None and processing.has_processors:
+            target_sampling = SamplingConfig(do_sample=sampling.do_sample)
+        backend = HFBackend(self.target, drafter, sampling=target_sampling, eos_token_ids=eos_token_ids,
                             max_batch_size=rows, max_spec_len=self.max_spec_len, slots_capacity=slots,
-                            generator=generator, plan=self.plans["target"])
+                            generator=generator, plan=self.plans["target"], processing=processing,
+                            keep_scores=keep_scores, on_tokens=on_tokens)
         backend.submit(requests)
         return backend
 
@@ -307,6 +376,13 @@ def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> Non
 
 
 REQUEST_KEYS = {"prompt_ids", "max_new_tokens", "request_id", "arrival_s"}
+# Generation settings a serve() request may carry for itself (what makes a different output per row).
+SERVE_SETTINGS = set(APPLIED) - {"max_length", "max_new_tokens", "num_return_sequences", "return_dict_in_generate",
+                                 "output_scores", "output_logits", "use_cache", "pad_token_id"}
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    return repr(sorted((k, repr(v)) for k, v in settings.items() if k != "max_new_tokens"))
 
 
 def check_max_new_tokens(max_new_tokens: Any) -> None:
@@ -340,10 +416,10 @@ def as_request(item: Any, index: int, max_new_tokens: int) -> GenerationRequest:
         token_list(item.prompt_ids)
         return item
     if isinstance(item, dict):
-        unknown = sorted(set(item) - REQUEST_KEYS)
+        unknown = sorted(set(item) - REQUEST_KEYS - SERVE_SETTINGS)
         if unknown:
-            raise ValueError(f"has keys autospec does not honour: {unknown} (a request takes "
-                             f"{sorted(REQUEST_KEYS)}; per-request sampling and stop settings are not supported yet)")
+            raise ValueError(f"has keys autospec does not honour: {unknown} (a request takes {sorted(REQUEST_KEYS)} "
+                             "and generation settings of its own: autospec.engine.SERVE_SETTINGS)")
         if "prompt_ids" not in item:
             raise ValueError("has no prompt_ids")
         return GenerationRequest(token_list(item["prompt_ids"]), item.get("max_new_tokens", max_new_tokens),
@@ -382,15 +458,16 @@ def log_outcome(result: ServeResult) -> None:
                      f"{len(result.unfinished)} did not: {result.unfinished}")
 
 
-def resolve_generation_args(target: torch.nn.Module, generation_config: Any, **explicit: Any) -> dict[str, Any]:
+def resolve_generation_args(target: torch.nn.Module, generation_config: Any, check: bool = True,
+                            **explicit: Any) -> dict[str, Any]:
     """Explicit arguments, else `generation_config`'s, else the target's own generation config,
-    else transformers' own defaults (so sampling with nothing set uses top_k=50, as HF does). A
-    config that sets a field autospec does not honour raises ValueError naming it."""
+    else transformers' own defaults (so sampling with nothing set uses top_k=50, as HF does). With
+    `check`, a config that sets a field this native path does not apply raises ValueError naming it."""
     sources = {"the call's generation_config": generation_config,
                "the model's generation_config": getattr(target, "generation_config", None)}
     configs = [c for c in sources.values() if c is not None]
     for source, config in sources.items():
-        if config is not None:
+        if config is not None and check:
             refuse_unhonoured_config(config, source)
 
     def pick(name: str, default: Any = None) -> Any:
@@ -437,56 +514,9 @@ def refuse_unhonoured_config(config: Any, source: str) -> None:
         inert |= BEAM_FIELDS
     for name in [n for n in defaults if n not in inert] + list(UNSET_FIELDS):
         value = getattr(config, name, None)
-        if value is not None and not _same(value, defaults.get(name)):
+        if value is not None and not same_value(value, defaults.get(name)):
             raise ValueError(f"{source} sets {name}={value!r}, which autospec does not honour yet, so it is refused "
                              "rather than ignored: unset it, or use the target's own generate")
-
-
-# Arguments HF's generate takes that autospec's drafters replace: where to go instead.
-DRAFTER_ARGUMENTS = {"assistant_model": "pass the draft model as AutoSpec(target, draft)",
-                     "prompt_lookup_num_tokens": 'use AutoSpec(target, "ngram")'}
-
-
-def refuse_unhonoured(kwargs: dict[str, Any]) -> None:
-    """Extra `generate` arguments are accepted only where they change nothing (None, or the value
-    transformers uses when the argument is absent); anything else raises ValueError naming it,
-    never a silent drop. `max_length` always asks for `max_new_tokens` instead."""
-    from transformers import GenerationConfig
-    fields = vars(GenerationConfig())
-    neutral = {**fields, **hf_defaults()}
-    for name, value in kwargs.items():
-        if value is None or (name in neutral and name != "max_length" and _same(value, neutral[name])):
-            continue
-        if name in DRAFTER_ARGUMENTS:
-            raise ValueError(f"generate argument {name!r} is not taken by autospec: {DRAFTER_ARGUMENTS[name]}")
-        if name == "max_length":
-            raise ValueError("generate argument max_length is not taken by autospec: give max_new_tokens")
-        kind = "generation argument" if name in fields else "argument (not a generation or mask argument)"
-        raise ValueError(f"generate {kind} {name}={value!r} is not honoured by autospec, so it is refused rather "
-                         "than ignored: drop it, or use the target's own generate")
-
-
-HONOURED_CRITERIA = {"MaxLengthCriteria", "EosTokenCriteria"}   # what generation_config's length and EOS build
-
-
-def refuse_processors(logits_processor: Any, stopping_criteria: Any) -> None:
-    """`target.generate(custom_generate=...)` hands over HF's processors and criteria: those autospec
-    does not apply raise ValueError naming them (an empty list, length and EOS pass)."""
-    processors = [type(p).__name__ for p in (logits_processor or [])]
-    if processors:
-        raise ValueError(f"logits processors {processors} are not applied by autospec, so they are refused rather "
-                         "than ignored (set by the call or the model's generation_config)")
-    criteria = [type(c).__name__ for c in (stopping_criteria or []) if type(c).__name__ not in HONOURED_CRITERIA]
-    if criteria:
-        raise ValueError(f"stopping criteria {criteria} are not applied by autospec, so they are refused rather than "
-                         "ignored")
-
-
-def _same(value: Any, default: Any) -> bool:
-    try:
-        return bool(value == default)
-    except Exception:                      # noqa: BLE001 - e.g. a tensor compared with a number
-        return False
 
 
 def split_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[int]]:

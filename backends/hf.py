@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -33,6 +33,7 @@ from autospec.types import StepContext, StepRecord, validate_spec_len
 from .attention import AttentionPlan, attention_plan
 from .drafters import Drafter, Drafts, forward_kwargs, left_padded, model_forward
 from .kv_cache import SlotCache
+from .processing import Processing, View
 from .sampling import SamplingConfig, select_tokens, verify_greedy, verify_sampling
 
 
@@ -42,6 +43,10 @@ class GenerationRequest:
     max_new_tokens: int
     request_id: int | str = 0
     arrival_s: float = 0.0
+    view: View | None = None                # the prompt as target.generate holds it (padding, mask); None: as is
+    processing: Processing | None = None    # this request's own processors / criteria (None: the backend's)
+    do_sample: bool | None = None           # this request's own choice (None: the backend's)
+    eos_token_ids: tuple[int, ...] | None = None    # this request's own EOS ids (None: the backend's)
 
 
 @dataclass
@@ -49,10 +54,12 @@ class RequestResult:
     request_id: int | str
     prompt_ids: list[int]
     output_ids: list[int]
-    finish_reason: str                      # "eos" | "length"
+    finish_reason: str                      # "eos" | "length" | "stop" (a stopping criterion)
     arrival_s: float
     first_token_s: float
     finish_s: float
+    scores: torch.Tensor | None = None      # [tokens, V] processed scores per emitted token, when kept
+    logits: torch.Tensor | None = None      # [tokens, V] raw logits per emitted token, when kept
 
     @property
     def ttft_s(self) -> float:
@@ -72,10 +79,31 @@ class _Row:
     first_token_s: float
     generated: int = 1
     finish_reason: str | None = None
+    scores: list = field(default_factory=list)      # [n, V] tensors per step, when kept
+    logits: list = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
         return self.request.max_new_tokens - self.generated
+
+    @property
+    def view(self) -> View:
+        prompt = self.request.prompt_ids
+        return self.request.view or View(list(prompt), [1] * len(prompt))
+
+    @property
+    def new_tokens(self) -> list[int]:
+        return self.tokens[len(self.request.prompt_ids):]
+
+
+def _by_processing(rows: list[_Row], default: Processing | None) -> dict[int, tuple[Processing, list[int]]]:
+    """Row indices grouped by the Processing that applies to them (rows without any left out)."""
+    groups: dict[int, tuple[Processing, list[int]]] = {}
+    for i, row in enumerate(rows):
+        processing = row.request.processing or default
+        if processing is not None:
+            groups.setdefault(id(processing), (processing, []))[1].append(i)
+    return groups
 
 
 @dataclass
@@ -102,8 +130,10 @@ class HFBackend:
     def __init__(self, target: torch.nn.Module, drafter: Drafter | None, *, sampling: SamplingConfig,
                  eos_token_ids: Sequence[int] = (), max_batch_size: int = 16, max_spec_len: int = 8,
                  slots_capacity: int = 512, seed: int = 0, generator: torch.Generator | None = None,
-                 plan: AttentionPlan | None = None):
+                 plan: AttentionPlan | None = None, processing: Processing | None = None,
+                 keep_scores: bool = False, on_tokens: Callable[[GenerationRequest, list[int]], None] | None = None):
         self.target = target
+        self.processing, self.keep_scores, self.on_tokens = processing, keep_scores, on_tokens
         self.drafter = drafter
         self.sampling = sampling
         self.eos = set(int(t) for t in eos_token_ids)
@@ -169,28 +199,109 @@ class HFBackend:
         taken = {id(r) for r in arrived}
         self.queue = [r for r in self.queue if id(r) not in taken]
         t0 = time.perf_counter()
-        first = self._prefill([r.prompt_ids for r in arrived])
+        new_rows = [_Row(req, list(req.prompt_ids), 0.0) for req in arrived]
+        first, scores, logits = self._prefill(new_rows)
         stamp = self.now_s()
-        new_rows = [_Row(req, list(req.prompt_ids) + [tok], stamp) for req, tok in zip(arrived, first)]
+        for row, tok in zip(new_rows, first):
+            row.tokens.append(tok)
+            row.first_token_s = stamp
         if self.drafter is not None:
             self.drafter.add_rows([row.tokens for row in new_rows])
-        for row in new_rows:
-            row.finish_reason = self._finish_reason(row, [row.tokens[-1]])
+        self._emit(new_rows, [[tok] for tok in first], [0] * len(new_rows), scores, logits)
         self.rows.extend(new_rows)
         self.prefill_time_s += time.perf_counter() - t0
         self._retire()
 
     @torch.inference_mode()
-    def _prefill(self, prompts: list[list[int]]) -> list[int]:
-        """Run the target over new prompts (left-padded together); return each row's first token."""
+    def _prefill(self, rows: list[_Row]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Run the target over new prompts (left-padded together); each row's first token, and the
+        scores [n, 1, V] it was chosen from (processed when there is processing) and the logits."""
+        prompts = [r.tokens for r in rows]
         ids = left_padded(prompts, self.device)                                   # [n, P]
         position_ids, mask, _ = self.cache.prefill_inputs([len(p) for p in prompts])
         logits = model_forward(self.target, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
-        tokens, _ = select_tokens(logits[:, -1], self.sampling, self.generator)
-        return tokens.tolist()
+        scores = self._scores(rows, [[] for _ in rows], logits[:, -1:])          # [n, 1, V]
+        return self._select(rows, scores[:, 0]).tolist(), scores, logits[:, -1:]
+
+    def _scores(self, rows: list[_Row], drafts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
+        """[n, q, V] logits -> what tokens are chosen from: HF-processed scores for the rows that have
+        processors (each row with its own), the logits elsewhere."""
+        groups = [g for g in _by_processing(rows, self.processing).values() if g[0].has_processors]
+        if not groups:
+            return logits
+        out = logits.float().clone()
+        for processing, idx in groups:
+            out[idx] = processing.scores([rows[i].view for i in idx], [rows[i].new_tokens for i in idx],
+                                         [drafts[i] for i in idx], logits[idx])
+        return out
+
+    def _mixed(self) -> bool:
+        """Rows carry their own sampling choice or processing (serve with per-request settings)."""
+        return any(r.request.processing is not None or r.request.do_sample is not None for r in self.rows)
+
+    def _sampled(self, rows: list[_Row]) -> torch.Tensor:
+        """[n] bool: the rows that sample."""
+        flags = [r.request.do_sample if r.request.do_sample is not None else self.sampling.do_sample for r in rows]
+        return torch.tensor(flags, device=self.device)
+
+    def _probabilities(self, rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:
+        """Target probabilities: a softmax of HF-processed scores (warpers included) for rows with
+        their own processing, the backend's sampling settings for the others."""
+        own = [r.request.processing is not None and r.request.processing.has_processors for r in rows]
+        if not any(own):
+            return self.sampling.probabilities(scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        if not all(own):
+            rest = [i for i, o in enumerate(own) if not o]
+            probs[rest] = self.sampling.probabilities(scores[rest])
+        return probs
+
+    def _select(self, rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:
+        """[n, V] -> [n] first tokens, each row greedy or sampled as it asks."""
+        if not any(r.request.processing is not None or r.request.do_sample is not None for r in rows):
+            return select_tokens(scores, self.sampling, self.generator)[0]
+        greedy = scores.argmax(dim=-1)
+        sampled = self._sampled(rows)
+        if not bool(sampled.any()):
+            return greedy
+        drawn = torch.multinomial(self._probabilities(rows, scores), 1, generator=self.generator).squeeze(-1)
+        return torch.where(sampled, drawn, greedy)
+
+    def _emit(self, rows: list[_Row], new: list[list[int]], before: list[int], scores: torch.Tensor,
+              logits: torch.Tensor) -> list[list[int]]:
+        """Cut each row's new tokens at EOS or a stopping criterion (as HF stops after each token),
+        set its finish reason, keep scores, stream; return what each row keeps. `before` is how
+        many tokens each row had generated before these; `row.tokens` already holds the new ones."""
+        new = [_truncate_at_eos(n, self._eos(r)) for n, r in zip(new, rows)]
+        stops: list[int | None] = [None] * len(rows)
+        for processing, idx in _by_processing(rows, self.processing).values():
+            if processing.criteria is None:
+                continue
+            earlier = [rows[i].tokens[len(rows[i].request.prompt_ids):len(rows[i].request.prompt_ids) + before[i]]
+                       for i in idx]
+            found = processing.stop_after([rows[i].view for i in idx], earlier, [new[i] for i in idx], scores[idx])
+            for i, stop in zip(idx, found):
+                stops[i] = stop
+        kept = []
+        for i, (row, tokens, stop) in enumerate(zip(rows, new, stops)):
+            tokens = tokens if stop is None else tokens[:stop]
+            del row.tokens[len(row.request.prompt_ids) + before[i] + len(tokens):]
+            row.generated = before[i] + len(tokens)
+            row.finish_reason = "stop" if stop is not None else self._finish_reason(row, tokens)
+            if self.keep_scores:
+                row.scores.append(scores[i, :len(tokens)].float().clone())
+                row.logits.append(logits[i, :len(tokens)].float().clone())
+            if self.on_tokens is not None:
+                self.on_tokens(row.request, tokens)
+            kept.append(tokens)
+        return kept
+
+    def _eos(self, row: _Row) -> set[int]:
+        own = row.request.eos_token_ids
+        return self.eos if own is None else set(own)
 
     def _finish_reason(self, row: _Row, emitted: list[int]) -> str | None:
-        if any(t in self.eos for t in emitted):
+        if any(t in self._eos(row) for t in emitted):
             return "eos"
         return "length" if row.remaining <= 0 else None
 
@@ -209,9 +320,10 @@ class HFBackend:
 
     def _store_result(self, row: _Row) -> None:
         req = row.request
+        kept = (torch.cat(row.scores), torch.cat(row.logits)) if row.scores else (None, None)
         self.results[req.request_id] = RequestResult(req.request_id, list(req.prompt_ids),
                                                      row.tokens[len(req.prompt_ids):], row.finish_reason or "",
-                                                     req.arrival_s, row.first_token_s, self.now_s())
+                                                     req.arrival_s, row.first_token_s, self.now_s(), *kept)
 
     # --- one speculative step -------------------------------------------------------------
     @torch.inference_mode()
@@ -226,11 +338,11 @@ class HFBackend:
         clock.mark()
         drafts = self._draft(spec_len, caps)
         clock.mark()
-        accepted, bonus = self._verify(drafts)
+        accepted, bonus, scores, logits = self._verify(drafts)
         clock.mark()
         accepted_list, bonus_list = accepted.tolist(), bonus.tolist()          # the step's one sync
         host_start = time.perf_counter()
-        record = self._commit(spec_len, drafts, accepted, accepted_list, bonus_list)
+        record = self._commit(spec_len, drafts, accepted, accepted_list, bonus_list, scores, logits)
         draft_s, verify_s = clock.spans_s()
         record = _with_times(record, draft_s, verify_s, time.perf_counter() - host_start + host_gap_s, self.now_s())
         self.step_index += 1
@@ -250,33 +362,49 @@ class HFBackend:
         longest = int(drafts.num_drafts.max())                      # a host value: deterministic drafters only
         return Drafts(drafts.tokens[:, :longest], drafts.num_drafts, None)
 
-    def _verify(self, drafts: Drafts) -> tuple[torch.Tensor, torch.Tensor]:
+    def _verify(self, drafts: Drafts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(accepted [b], bonus [b], the scores [b, q, V] tokens are chosen from, the logits [b, q, V])."""
         last = torch.tensor([r.tokens[-1] for r in self.rows], device=self.device)
         ids = torch.cat([last[:, None], drafts.tokens], dim=1)                 # [b, s + 1]
         q = ids.shape[1]
         position_ids, mask = self.cache.decode_inputs(q)
         logits = model_forward(self.target, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=q)
+        scores = logits
+        if any(g[0].has_processors for g in _by_processing(self.rows, self.processing).values()):
+            rows = [t[:n] for t, n in zip(drafts.tokens.tolist(), drafts.num_drafts.tolist())]   # drafts on the host
+            scores = self._scores(self.rows, rows, logits)
+        if self._mixed():
+            return (*self._verify_mixed(drafts, scores), scores, logits)
         if not self.sampling.do_sample:
-            return verify_greedy(logits, drafts.tokens, drafts.num_drafts)
-        probs = self.sampling.probabilities(logits)                            # [b, s + 1, V]
-        return verify_sampling(probs, drafts.tokens, drafts.num_drafts, drafts.probs, self.generator)
+            return (*verify_greedy(scores, drafts.tokens, drafts.num_drafts), scores, logits)
+        probs = self.sampling.probabilities(scores)                            # [b, s + 1, V]
+        return (*verify_sampling(probs, drafts.tokens, drafts.num_drafts, drafts.probs, self.generator), scores, logits)
+
+    def _verify_mixed(self, drafts: Drafts, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy rows verified greedily, sampled rows by rejection sampling, in one batch."""
+        accepted, bonus = verify_greedy(scores, drafts.tokens, drafts.num_drafts)
+        sampled = self._sampled(self.rows)
+        if bool(sampled.any()):
+            probs = self._probabilities(self.rows, scores)                     # [b, s + 1, V]
+            drawn = verify_sampling(probs, drafts.tokens, drafts.num_drafts, drafts.probs, self.generator)
+            accepted, bonus = torch.where(sampled, drawn[0], accepted), torch.where(sampled, drawn[1], bonus)
+        return accepted, bonus
 
     def _commit(self, spec_len: int, drafts: Drafts, accepted: torch.Tensor, accepted_list: list[int],
-                bonus_list: list[int]) -> StepRecord:
+                bonus_list: list[int], scores: torch.Tensor, logits: torch.Tensor) -> StepRecord:
         """Keep accepted drafts + bonus per row in both caches; emit tokens; build the record."""
         q = drafts.tokens.shape[1] + 1
         self.cache.commit(torch.arange(q, device=self.device)[None, :] < (accepted + 1)[:, None])
         if self.drafter is not None and q > 1:
             self.drafter.accept(accepted)
         draft_rows = drafts.tokens.tolist()
-        kept_accepted = bonus_rows = 0
-        for row, k, drafted, bonus in zip(self.rows, accepted_list, draft_rows, bonus_list):
-            emitted = _truncate_at_eos(drafted[:k] + [bonus], self.eos)
-            row.tokens.extend(emitted)
-            row.generated += len(emitted)
-            row.finish_reason = self._finish_reason(row, emitted)
-            kept_accepted += min(k, len(emitted))
-            bonus_rows += len(emitted) > k
+        before = [r.generated for r in self.rows]
+        new = [drafted[:k] + [bonus] for k, drafted, bonus in zip(accepted_list, draft_rows, bonus_list)]
+        for row, tokens in zip(self.rows, new):
+            row.tokens.extend(tokens)
+        kept = self._emit(self.rows, new, before, scores, logits)
+        kept_accepted = sum(min(k, len(e)) for k, e in zip(accepted_list, kept))
+        bonus_rows = sum(len(e) > k for k, e in zip(accepted_list, kept))
         self.cache.trim(max(len(r.tokens) for r in self.rows))              # the cache holds all but the last token
         num_drafts = drafts.num_drafts.tolist()                                # one copy serves both counts
         return StepRecord(step=self.step_index, batch_size=len(self.rows), spec_len=spec_len,

@@ -63,7 +63,7 @@ def test_prompt_longer_than_the_context(target):
 
 @pytest.mark.parametrize("value", [0, -3, 2.5])
 def test_max_new_tokens_below_one(target, value):
-    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
+    with pytest.raises(ValueError, match="max_new_tokens"):                # HF's own message, or autospec's
         AutoSpec(target, "ngram").generate(torch.ones(1, 3, dtype=torch.long), max_new_tokens=value)
 
 
@@ -83,15 +83,15 @@ def test_a_profile_of_another_model_pair_is_refused(target):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(repetition_penalty=1.7), "repetition_penalty=1.7 is not honoured"),
-    (dict(no_repeat_ngram_size=2), "no_repeat_ngram_size=2 is not honoured"),
-    (dict(output_scores=True, return_dict_in_generate=True), "is not honoured"),
     (dict(num_beams=4), "num_beams=4 is not honoured"),
+    (dict(output_attentions=True, return_dict_in_generate=True), "output_attentions=True is not honoured"),
+    (dict(penalty_alpha=0.6, top_k=4), "penalty_alpha=0.6 is not honoured"),
+    (dict(use_cache=False), "use_cache=False is not honoured"),
     (dict(assistant_model=object()), "assistant_model.*AutoSpec\\(target, draft\\)"),
     (dict(prompt_lookup_num_tokens=3), "prompt_lookup_num_tokens.*ngram"),
-    (dict(token_type_ids=torch.zeros(1, 3, dtype=torch.long)), "not a generation or mask argument.*token_type_ids="),
-    (dict(tempreature=0.5), "tempreature=0.5"),
-    (dict(max_length=20), "max_length.*max_new_tokens"),
+    (dict(prefix_allowed_tokens_fn=lambda b, ids: [3]), "prefix_allowed_tokens_fn"),
+    (dict(token_type_ids=torch.zeros(1, 3, dtype=torch.long)), "token_type_ids.*not generation arguments"),
+    (dict(tempreature=0.5), "tempreature"),
 ])
 def test_generate_arguments_it_does_not_honour_are_refused_by_name(target, kwargs, match):
     calls = []
@@ -109,17 +109,41 @@ def test_generate_arguments_that_change_nothing_are_accepted(target):
     assert torch.equal(out, ref)
 
 
-@pytest.mark.parametrize("field, value", [("repetition_penalty", 1.2), ("no_repeat_ngram_size", 3), ("min_new_tokens", 5),
-                                          ("num_beams", 2), ("suppress_tokens", [5])])
+@pytest.mark.parametrize("field, value", [("num_beams", 2), ("penalty_alpha", 0.5), ("dola_layers", "low")])
 def test_a_generation_config_field_it_does_not_honour_is_refused_by_name(field, value):
     from transformers import GenerationConfig
     target = tiny_llama(layers=1, seed=0)
-    with pytest.raises(ValueError, match=f"the call's generation_config sets {field}="):
+    with pytest.raises(ValueError, match=f"{field}={value!r} is not honoured"):
         AutoSpec(target, "ngram").generate(torch.ones(1, 3, dtype=torch.long), max_new_tokens=4,
                                            generation_config=GenerationConfig(**{field: value}))
     target.generation_config = GenerationConfig(**{field: value}, eos_token_id=2)
-    with pytest.raises(ValueError, match=f"the model's generation_config sets {field}="):
+    with pytest.raises(ValueError, match=f"{field}={value!r} is not honoured"):
         AutoSpec(target, "ngram").generate(torch.ones(1, 3, dtype=torch.long), max_new_tokens=4)
+
+
+@pytest.mark.parametrize("field, value", [("repetition_penalty", 1.6), ("no_repeat_ngram_size", 2),
+                                          ("suppress_tokens", [33, 86])])
+def test_serve_honours_a_model_generation_config_with_processors(field, value):
+    from transformers import GenerationConfig
+    target = tiny_llama(layers=2, seed=0)
+    prompts = [[5, 9, 12, 5, 9, 12, 7], [41, 16, 41, 16]]
+    plain = [target.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, eos_token_id=-1,
+                             pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+    target.generation_config = GenerationConfig(**{field: value}, eos_token_id=2)
+    refs = [target.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, eos_token_id=-1,
+                            pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+    assert refs != plain
+    result = AutoSpec(target, "ngram", controller="fixed:3").serve(prompts, max_new_tokens=12, eos_token_id=-1,
+                                                                    progress=False)
+    assert [r.output_ids for r in result.results] == refs
+
+
+def test_serve_refuses_a_model_generation_config_it_cannot_honour_for_the_whole_call():
+    from transformers import GenerationConfig
+    target = tiny_llama(layers=1, seed=0)
+    target.generation_config = GenerationConfig(num_beams=3, repetition_penalty=1.2)
+    with pytest.raises(ValueError, match="num_beams=3 is not honoured"):
+        AutoSpec(target, "ngram").serve([[3, 4, 5]], max_new_tokens=4, progress=False)
 
 
 def test_sampling_with_nothing_set_uses_hfs_default_top_k():

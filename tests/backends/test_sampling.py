@@ -125,3 +125,68 @@ def test_sampling_stays_lossless_on_windowed_and_eager_families(model_type, attn
     assert 0 < accepted < sum(r.num_draft_tokens for r in spec.records)
     assert chi_square(counts1, p1) < CHI2_999[7]
     assert chi_square(counts2, p2) < CHI2_999[7]
+
+
+def hf_warpers(**options):
+    """transformers' own processor classes for the options (public API), in generate's order."""
+    import transformers as t
+    made = {"repetition_penalty": lambda v: t.RepetitionPenaltyLogitsProcessor(v), "top_p": t.TopPLogitsWarper,
+            "min_p": lambda v: t.MinPLogitsWarper(min_p=v), "typical_p": lambda v: t.TypicalLogitsWarper(mass=v),
+            "epsilon_cutoff": lambda v: t.EpsilonLogitsWarper(epsilon=v), "eta_cutoff": lambda v: t.EtaLogitsWarper(epsilon=v),
+            "top_h": lambda v: t.TopHLogitsWarper(top_h=v)}
+    order = ["repetition_penalty", "top_h", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"]
+    return t.LogitsProcessorList([made[k](options[k]) for k in order if k in options])
+
+
+def processed_marginals(target, prompt, processors):
+    """P(t1), P(t2) of the target's own sampling through HF processors, by enumerating t1 (vocab 8)."""
+    with torch.no_grad():
+        ids1 = torch.tensor([prompt])
+        p1 = torch.softmax(processors(ids1, target(ids1).logits[:, -1]), -1)[0]
+        seqs = torch.tensor([prompt + [t] for t in range(8)])
+        p2 = (p1[:, None] * torch.softmax(processors(seqs, target(seqs).logits[:, -1]), -1)).sum(0)
+    return p1, p2
+
+
+@pytest.mark.parametrize("options", [dict(repetition_penalty=1.8, top_p=0.85), dict(min_p=0.15), dict(typical_p=0.8),
+                                     dict(epsilon_cutoff=0.06), dict(eta_cutoff=0.05), dict(top_h=0.4)],
+                         ids=["repetition+top_p", "min_p", "typical_p", "epsilon", "eta", "top_h"])
+def test_sampling_with_hf_processors_matches_the_targets_own_sampling(options):
+    """HF processors on the verified positions (transformers' own classes give the exact marginals)."""
+    target, draft = tiny_llama(layers=2, seed=0, vocab=8, hidden=32), tiny_llama(layers=1, seed=5, vocab=8, hidden=32)
+    prompt = [3, 1, 4, 1, 5]
+    p1, p2 = processed_marginals(target, prompt, hf_warpers(**options))
+    spec = AutoSpec(target, draft, controller="fixed:3", max_batch_size=256, seed=17)
+    counts1, counts2 = np.zeros(8), np.zeros(8)
+    for _ in range(8):
+        out = spec.generate(torch.tensor([prompt] * 256), max_new_tokens=3, do_sample=True, eos_token_id=-1,
+                            pad_token_id=0, **options)
+        counts1 += np.bincount(out[:, 5].numpy(), minlength=8)
+        counts2 += np.bincount(out[:, 6].numpy(), minlength=8)
+    accepted = sum(r.num_accepted_tokens for r in spec.records)
+    assert 0 < accepted < sum(r.num_draft_tokens for r in spec.records)
+    assert chi_square(counts1, p1.numpy()) < CHI2_999[7]
+    assert chi_square(counts2, p2.numpy()) < CHI2_999[7]
+
+
+def test_serve_samples_each_request_with_its_own_settings_beside_greedy_rows():
+    """Per-request sampling settings in one batch: sampled rows follow the target's own processed
+    distribution (chi-square), greedy rows beside them stay the target's greedy output."""
+    target, draft = tiny_llama(layers=2, seed=0, vocab=8, hidden=32), tiny_llama(layers=1, seed=5, vocab=8, hidden=32)
+    prompt = [3, 1, 4, 1, 5]
+    options = dict(repetition_penalty=1.8, top_p=0.85)
+    p1, p2 = processed_marginals(target, prompt, hf_warpers(**options))
+    greedy = target.generate(torch.tensor([prompt]), max_new_tokens=3, do_sample=False, eos_token_id=-1, pad_token_id=0)[0, 5:].tolist()
+    spec = AutoSpec(target, draft, controller="fixed:3", max_batch_size=256, seed=19)
+    items = [{"prompt_ids": prompt, "do_sample": True, **options} if i % 4 else {"prompt_ids": prompt}
+             for i in range(2048)]
+    result = spec.serve(items, max_new_tokens=3, eos_token_id=-1, progress=False)
+    assert result.error is None and not result.rejected
+    sampled = [r.output_ids for r in result.results if r.request_id % 4]
+    assert all(r.output_ids == greedy for r in result.results if r.request_id % 4 == 0)
+    counts1 = np.bincount([o[0] for o in sampled], minlength=8)
+    counts2 = np.bincount([o[1] for o in sampled], minlength=8)
+    accepted = sum(r.num_accepted_tokens for r in spec.records)
+    assert 0 < accepted < sum(r.num_draft_tokens for r in spec.records)
+    assert chi_square(counts1, p1.numpy()) < CHI2_999[7]
+    assert chi_square(counts2, p2.numpy()) < CHI2_999[7]

@@ -130,22 +130,23 @@ def test_repeated_serve_calls_with_rows_retired_at_admission_keep_working():
             assert res.output_ids == ref
 
 
-def test_custom_generate_refuses_processors_it_does_not_apply():
-    import pytest
+def test_custom_generate_applies_the_processors_hf_prepared():
     target = tiny_llama(layers=1, seed=0)
     spec = AutoSpec(target, "ngram", controller="fixed:2")
-    with pytest.raises(ValueError, match="RepetitionPenaltyLogitsProcessor"):
-        target.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=4, do_sample=False, pad_token_id=0,
-                        repetition_penalty=1.5, custom_generate=spec.as_custom_generate())
+    ids = torch.tensor([[3, 4, 5, 3, 4, 5]])
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=-1, repetition_penalty=1.5)
+    ref = target.generate(ids, **kwargs)
+    assert torch.equal(target.generate(ids, custom_generate=spec.as_custom_generate(), **kwargs), ref)
+    assert not torch.equal(ref, target.generate(ids, **{**kwargs, "repetition_penalty": 1.0}))
 
 
 def test_a_dict_request_with_keys_it_does_not_honour_is_refused_by_name_and_the_others_served():
     target = tiny_llama(layers=1, seed=0)
     spec = AutoSpec(target, "ngram")
-    result = spec.serve([{"prompt_ids": [3, 4]}, {"prompt_ids": [5, 6], "temperature": 0.7}], max_new_tokens=4,
+    result = spec.serve([{"prompt_ids": [3, 4]}, {"prompt_ids": [5, 6], "num_beams": 3}], max_new_tokens=4,
                         eos_token_id=-1, progress=False)
     assert list(result.rejected) == [1]
-    assert "has keys autospec does not honour: ['temperature']" in result.rejected[1]
+    assert "has keys autospec does not honour: ['num_beams']" in result.rejected[1]
     ref = target.generate(torch.tensor([[3, 4]]), max_new_tokens=4, do_sample=False, eos_token_id=-1, pad_token_id=0)
     assert [r.output_ids for r in result.results] == [ref[0, 2:].tolist()] and result.unfinished == []
 
@@ -165,3 +166,58 @@ def test_rows_that_all_finish_at_admission_while_others_are_still_to_arrive():
                               eos_token_id=-1, pad_token_id=0)[0, len(req.prompt_ids):].tolist()
         assert res.output_ids == ref
     assert result.results[-1].arrival_s == 0.09 and result.results[-1].first_token_s >= 0.09
+
+
+SETTINGS = [lambda g: {"repetition_penalty": 1.6}, lambda g: {"no_repeat_ngram_size": 2},
+            lambda g: {"suppress_tokens": [g[0], g[1]]}, lambda g: {"min_new_tokens": 6, "eos_token_id": g[2]},
+            lambda g: {"eos_token_id": [g[3], g[5]]}, lambda g: {"sequence_bias": {(g[1],): -9.0}}, lambda g: {},
+            lambda g: {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "exponential_decay_length_penalty": (2, 1.5),
+                       "eos_token_id": g[6]}]   # each a function of the row's plain greedy continuation g
+
+
+def test_each_request_is_processed_with_its_own_settings_as_target_generate_on_it_alone():
+    target, draft = tiny_llama(layers=2, seed=0), tiny_llama(layers=1, seed=1)
+    ids, mask = ragged_batch(8, 97, seed=4)
+    prompts = [[t for t, m in zip(r, mm) if m] for r, mm in zip(ids.tolist(), mask.tolist())]
+    plain = [target.generate(torch.tensor([p]), max_new_tokens=14, do_sample=False, pad_token_id=0,
+                             eos_token_id=-1)[0, len(p):].tolist() for p in prompts]
+    items = [{"prompt_ids": p, "request_id": i, "max_new_tokens": 14, **SETTINGS[i](plain[i])}
+             for i, p in enumerate(prompts)]
+    refs = []
+    for item in items:
+        settings = {k: v for k, v in item.items() if k not in ("prompt_ids", "request_id", "max_new_tokens")}
+        settings.setdefault("eos_token_id", -1)
+        out = target.generate(torch.tensor([item["prompt_ids"]]), max_new_tokens=14, do_sample=False, pad_token_id=0,
+                              **settings)[0, len(item["prompt_ids"]):].tolist()
+        eos = settings["eos_token_id"]
+        eos = eos if isinstance(eos, list) else [eos]
+        ends = [k for k, t in enumerate(out) if t in eos]
+        refs.append(out[: ends[0] + 1] if ends else out)
+    assert sum(r != q for r, q in zip(refs, plain)) >= 6                 # the settings really change the rows
+    for drafter in (draft, "ngram"):
+        for controller in ("fixed:3", "auto"):
+            spec = AutoSpec(target, drafter, controller=controller, max_batch_size=3)
+            result = spec.serve(items, eos_token_id=-1, progress=False)
+            assert result.error is None and not result.rejected and result.unfinished == []
+            assert [r.output_ids for r in result.results] == refs, (controller, drafter)
+
+
+def test_a_request_with_stop_strings_ends_where_hf_ends_it():
+    from transformers import AutoTokenizer
+
+    from autospec.models import converted_smollm2
+    words = AutoTokenizer.from_pretrained(converted_smollm2(), local_files_only=True)
+    target = tiny_llama(layers=2, seed=0, vocab=len(words))
+    prompts = [words("the cat sat on the mat")["input_ids"], words("one two three four")["input_ids"]]
+    plain = target.generate(torch.tensor([prompts[0]]), max_new_tokens=12, do_sample=False, pad_token_id=0,
+                            eos_token_id=-1)[0, len(prompts[0]):]
+    stop = words.decode(plain[4:6])
+    ref = target.generate(torch.tensor([prompts[0]]), max_new_tokens=12, do_sample=False, pad_token_id=0,
+                          eos_token_id=-1, stop_strings=[stop], tokenizer=words)[0, len(prompts[0]):].tolist()
+    spec = AutoSpec(target, "ngram", controller="fixed:3", tokenizer=words)
+    result = spec.serve([{"prompt_ids": prompts[0], "stop_strings": [stop]}, {"prompt_ids": prompts[1]}],
+                        max_new_tokens=12, eos_token_id=-1, progress=False)
+    first = result.results[0]
+    assert first.output_ids == ref[: len(first.output_ids)] and len(first.output_ids) < 12
+    assert first.finish_reason == "stop" and words.decode(first.output_ids).endswith(stop)
+    assert len(result.results[1].output_ids) == 12

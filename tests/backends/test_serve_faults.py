@@ -175,13 +175,13 @@ def test_invalid_requests_are_rejected_by_id_and_the_others_served_exactly(pair)
     bad = [GenerationRequest([5, 97, 6], 4, "oov"), GenerationRequest([], 4, "empty"),
            GenerationRequest([5, -1], 4, "negative"), GenerationRequest([7, 8], 0, "no-budget"),
            GenerationRequest([7, 8], 4, "q0"), GenerationRequest([7, 8], 4, "late", arrival_s=float("nan")),
-           {"prompt_ids": [3, 4], "request_id": "sampled", "temperature": 0.5}, {"request_id": "no-prompt"},
+           {"prompt_ids": [3, 4], "request_id": "sampled", "priority": 5}, {"request_id": "no-prompt"},
            {"prompt_ids": "hello", "request_id": "text"}, GenerationRequest([1, 2], 4, ["unhashable"])]
     items = good[:2] + bad[:5] + good[2:] + bad[5:]
     result = spec.serve(items, eos_token_id=-1, progress=False)
     expect = {"oov": "token id 97 at position 1, outside the vocabulary (0..96)", "empty": "is empty",
               "negative": "token id -1 at position 1", "no-budget": "max_new_tokens=0",
-              "q0": "repeats an earlier request's id", "late": "arrival_s=nan", "sampled": "['temperature']",
+              "q0": "repeats an earlier request's id", "late": "arrival_s=nan", "sampled": "['priority']",
               "no-prompt": "has no prompt_ids", "text": "must be a list of token ids", 14: "must be an int or a str"}
     assert set(result.rejected) == set(expect)
     for rid, words in expect.items():
