@@ -319,19 +319,20 @@ class AutoSpec:
 
     def _backend(self, sampling: SamplingConfig, eos_token_ids: list[int], requests: list[GenerationRequest],
                  processing: Processing | None = None, keep_scores: bool = False, on_tokens: Any = None) -> HFBackend:
-        """A fresh backend for one call: the draft samples with `sampling`; with HF processing the
-        target's tokens come from its processed scores (warpers included), so it samples them plain."""
+        """A fresh backend for one call. With HF processing, target and draft both draw from processed
+        scores (the warpers are in HF's list), so both sample them plain; else both use `sampling`."""
         slots = max(len(r.prompt_ids) + r.max_new_tokens for r in requests) + 2 * self.max_spec_len + 2
         generator = self.generator
         rows = self.max_batch_size
+        plain = processing is not None and processing.has_processors     # warpers are in HF's processor list
+        if plain:
+            sampling = SamplingConfig(do_sample=sampling.do_sample)
         drafter = None
         if self.draft == "ngram":
             drafter = NgramDrafter(max_n=self.ngram_max_n, device=self.device)
         elif self.draft is not None:
             drafter = ModelDrafter(self.draft, sampling, rows, slots, generator, plan=self.plans["draft"])
         target_sampling = sampling
-        if processing is not None and processing.has_processors:
-            target_sampling = SamplingConfig(do_sample=sampling.do_sample)
         backend = HFBackend(self.target, drafter, sampling=target_sampling, eos_token_ids=eos_token_ids,
                             max_batch_size=rows, max_spec_len=self.max_spec_len, slots_capacity=slots,
                             generator=generator, plan=self.plans["target"], processing=processing,

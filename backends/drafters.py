@@ -21,7 +21,7 @@ may propose (default: 1 for a 1-gram, 4 for a 2-gram, up to spec_len for longer)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,10 @@ class Drafts:
     probs: torch.Tensor | None      # [b, spec_len, V] float32, or None
 
 
+# (each row's drafts so far, the next logits [b, 1, V]) -> the scores to draw the next draft from
+Shape = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
+
+
 class Drafter(Protocol):
     name: str
     has_model: bool
@@ -46,7 +50,8 @@ class Drafter(Protocol):
 
     def keep_rows(self, indices: list[int]) -> None: ...
 
-    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor) -> Drafts: ...
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor,
+                shape: Shape | None = None) -> Drafts: ...
 
     def accept(self, accepted: torch.Tensor) -> None: ...
 
@@ -103,7 +108,9 @@ class NgramDrafter:
     def accept(self, accepted: torch.Tensor) -> None:
         return None
 
-    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor) -> Drafts:
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor,
+                shape: Shape | None = None) -> Drafts:
+        """Prompt lookup (`shape` is not used: the proposals come from the text, not from logits)."""
         tokens = np.empty((len(sequences), spec_len), dtype=np.int64)
         counts = np.zeros(len(sequences), dtype=np.int64)
         for i, (seq, cap) in enumerate(zip(sequences, caps.tolist())):
@@ -156,14 +163,22 @@ class ModelDrafter:
     def keep_rows(self, indices: list[int]) -> None:
         self.cache.keep_rows(indices)
 
-    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor) -> Drafts:
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor,
+                shape: Shape | None = None) -> Drafts:
+        """Draft spec_len tokens per row; with `shape` (the target's logits processors), each draft is
+        drawn from the processed draft distribution (one host copy of the drafts per draft step)."""
         self.cache.trim(max(len(seq) for seq in sequences))                   # before any draft slot is recorded
         first = self._catch_up(sequences)                                     # [b, V] logits
         tokens, probs = [], []
         logits = first
         self._fed_slots = []
+        so_far: list[list[int]] = [[] for _ in sequences]
         for j in range(spec_len):
+            if shape is not None:
+                logits = shape(so_far, logits[:, None])[:, 0]                  # [b, V] processed scores
             token, p = select_tokens(logits, self.sampling, self.generator)   # [b], [b, V] | None
+            if shape is not None:
+                so_far = [row + [t] for row, t in zip(so_far, token.tolist())]
             tokens.append(token)
             probs.append(p)
             if j + 1 < spec_len:

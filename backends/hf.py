@@ -12,6 +12,11 @@ Contract (the `Backend` protocol plus serving):
   is as long as the longest real draft in the batch (a drafter that found nothing costs a plain
   decode); the record keeps the chosen `spec_len` (the controller's arm) and the actual cost. Greedy output is
   the target's greedy output; sampling uses rejection sampling (see `sampling`).
+- With a `Processing` (the backend's, or a request's own), tokens are chosen from HF-processed
+  scores at every position, the draft draws from processed scores too, and stopping criteria cut
+  each row's block after the token that ends it (`finish_reason` "stop"); rows may also carry their
+  own do_sample and EOS ids, and a batch mixing greedy and sampled rows verifies each its own way.
+  `keep_scores` keeps each emitted token's scores and logits; `on_tokens` sees each committed block.
 - Timing: one device synchronisation per step. On CUDA the split between draft and verify comes
   from CUDA events; on CPU from the host clock. `overhead_time_s` is the rest of the step: the
   bookkeeping after verification plus the host time since the previous step returned (the
@@ -223,16 +228,17 @@ class HFBackend:
         scores = self._scores(rows, [[] for _ in rows], logits[:, -1:])          # [n, 1, V]
         return self._select(rows, scores[:, 0]).tolist(), scores, logits[:, -1:]
 
-    def _scores(self, rows: list[_Row], drafts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
+    def _scores(self, rows: list[_Row], drafts: list[list[int]], logits: torch.Tensor,
+                last_only: bool = False) -> torch.Tensor:
         """[n, q, V] logits -> what tokens are chosen from: HF-processed scores for the rows that have
-        processors (each row with its own), the logits elsewhere."""
+        processors (each row with its own), the logits elsewhere (`last_only`: Processing.scores)."""
         groups = [g for g in _by_processing(rows, self.processing).values() if g[0].has_processors]
         if not groups:
             return logits
         out = logits.float().clone()
         for processing, idx in groups:
             out[idx] = processing.scores([rows[i].view for i in idx], [rows[i].new_tokens for i in idx],
-                                         [drafts[i] for i in idx], logits[idx])
+                                         [drafts[i] for i in idx], logits[idx], last_only)
         return out
 
     def _mixed(self) -> bool:
@@ -356,7 +362,10 @@ class HFBackend:
         if spec_len == 0:
             empty = torch.empty(b, 0, dtype=torch.long, device=self.device)
             return Drafts(empty, torch.zeros(b, dtype=torch.long, device=self.device), None)
-        drafts = self.drafter.propose([r.tokens for r in self.rows], spec_len, caps)
+        shape = None
+        if self.drafter.has_model and any(g[0].has_processors for g in _by_processing(self.rows, self.processing).values()):
+            shape = lambda so_far, logits: self._scores(self.rows, so_far, logits, last_only=True)   # noqa: E731
+        drafts = self.drafter.propose([r.tokens for r in self.rows], spec_len, caps, shape=shape)
         if self.drafter.has_model:
             return drafts
         longest = int(drafts.num_drafts.max())                      # a host value: deterministic drafters only

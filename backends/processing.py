@@ -10,15 +10,18 @@ Contract:
 - `Processing.scores(views, drafts, logits)` returns float32 scores [b, q, V] processed by HF's own
   processor list (built by `target._get_logits_processor` from the resolved generation config,
   user processors merged in HF's order, warpers included when sampling); positions past a row's
-  drafts are left raw (verification never reads them).
+  drafts are left raw (verification never reads them). With `last_only` it processes one next
+  position per row after all its drafts so far: the draft model draws each draft from the same
+  processed scores (so a draft equal to the target is always accepted).
 - `Processing.stop_after(views, emitted, new, scores)` gives, per row, None or how many of its new
   tokens to keep: the criteria (user criteria, stop strings, max_time) are asked after each token,
   as HF asks after every step; the first that says "done" ends the row there.
 - Batched by sequence length: one call of the processor list (or criteria) per distinct
   (prompt width, length) among the (row, position) pairs, each on just those rows. A processor's
   per-row state built from the prompt or its mask (the repetition penalty's padding, the encoder
-  repetition penalty's and n-gram ban's prompt) is rebuilt for each call's rows (~10 us). User processors must depend only on (input_ids, scores), as HF's
-  own assisted decoding already requires of them (it calls them once per candidate position).
+  repetition penalty's prompt) is rebuilt for each call's rows (~10 us). User processors must
+  depend only on (input_ids, scores), as HF's own assisted decoding already requires of them (it
+  calls them once per candidate position).
 """
 from __future__ import annotations
 
@@ -53,17 +56,20 @@ class Processing:
         return self.build_processors is not None
 
     def scores(self, views: Sequence[View], emitted: Sequence[list[int]], drafts: list[list[int]],
-               logits: torch.Tensor) -> torch.Tensor:
-        """logits [b, q, V] -> float32 scores [b, q, V], processed at each row's real positions."""
+               logits: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """logits [b, q, V] -> float32 scores [b, q, V], processed at each row's real positions; with
+        `last_only`, logits [b, 1, V] are each row's next position after all its drafts (drafting)."""
         out = logits.float()                                                   # HF processes float32 copies
         if self.build_processors is None:
             return out
         out = out.clone()
-        pairs = [(i, j) for i, d in enumerate(drafts) for j in range(len(d) + 1)]
+        pairs = [(i, len(d)) for i, d in enumerate(drafts)] if last_only else \
+            [(i, j) for i, d in enumerate(drafts) for j in range(len(d) + 1)]
         for _, rows, cols, ids in self._groups(views, emitted, drafts, pairs):
             prompts = torch.tensor([views[i].prompt_ids for i in rows], device=self.device)      # [n, P]
             masks = torch.tensor([views[i].prompt_mask for i in rows], device=self.device)       # [n, P]
             processors = self.build_processors(prompts, masks)
+            cols = [0] * len(rows) if last_only else cols
             out[rows, cols] = processors(ids, out[rows, cols])
         return out
 

@@ -167,11 +167,14 @@ def test_stop_strings_without_a_tokenizer_raise_hfs_error(models):
 def test_text_iterator_streamer_yields_exactly_the_decoded_output(worded):
     target, draft, words = worded
     ids = words(["the cat sat on the mat and the cat"], return_tensors="pt")["input_ids"]
-    streamer = TextIteratorStreamer(words, skip_prompt=True)
-    spec = AutoSpec(target, draft, controller="fixed:3")
-    out = spec.generate(ids, max_new_tokens=20, pad_token_id=0, eos_token_id=-1, streamer=streamer)
-    assert "".join(streamer) == words.decode(out[0, ids.shape[1]:])
-    assert torch.equal(out, hf(target, ids, torch.ones_like(ids), eos_token_id=-1, max_new_tokens=20)[:, :out.shape[1]])
+    ref = hf(target, ids, torch.ones_like(ids), eos_token_id=-1, max_new_tokens=20)
+    for drafter in (draft, "ngram"):
+        for controller in ("fixed:0", "fixed:3", "auto"):
+            streamer = TextIteratorStreamer(words, skip_prompt=True)
+            spec = AutoSpec(target, drafter, controller=controller)
+            out = spec.generate(ids, max_new_tokens=20, pad_token_id=0, eos_token_id=-1, streamer=streamer)
+            assert torch.equal(out, ref)
+            assert "".join(streamer) == words.decode(out[0, ids.shape[1]:])
 
 
 def test_a_streamer_with_a_batch_raises_as_hf_does_before_compute(worded):
@@ -209,18 +212,22 @@ def test_stopping_arguments_end_rows_where_hf_ends_them(models, name, size):
             assert torch.equal(out, ref), (name, size, controller)
 
 
-def test_return_dict_with_scores_and_logits_equals_hf(models):
+@pytest.mark.parametrize("size", [1, 3])
+def test_return_dict_with_scores_and_logits_equals_hf(models, size):
     target, draft = models
-    ids = torch.tensor([[5, 9, 12, 5, 9, 12, 7]])
+    ids, mask = batch(size)
     kwargs = dict(return_dict_in_generate=True, output_scores=True, output_logits=True, repetition_penalty=1.4,
                   eos_token_id=-1, max_new_tokens=12)
-    ref = hf(target, ids, torch.ones_like(ids), **kwargs)
-    out = AutoSpec(target, draft, controller="fixed:3").generate(ids, pad_token_id=0, **kwargs)
-    assert type(out).__name__ == "GenerateDecoderOnlyOutput"
-    assert torch.equal(out.sequences, ref.sequences)
-    assert len(out.scores) == len(ref.scores) == len(out.logits) == 12
-    for mine, theirs in zip(out.scores + out.logits, ref.scores + ref.logits):
-        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+    ref = hf(target, ids, mask, **kwargs)
+    for drafter in (draft, "ngram"):
+        for controller in ("fixed:0", "fixed:3", "auto"):
+            out = AutoSpec(target, drafter, controller=controller).generate(ids, attention_mask=mask, pad_token_id=0,
+                                                                            **kwargs)
+            assert type(out).__name__ == "GenerateDecoderOnlyOutput"
+            assert torch.equal(out.sequences, ref.sequences)
+            assert len(out.scores) == len(ref.scores) == len(out.logits) == 12
+            for mine, theirs in zip(out.scores + out.logits, ref.scores + ref.logits):
+                torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
 
 
 def test_num_return_sequences_with_sampling_expands_rows_and_greedy_refuses(models):
@@ -288,3 +295,15 @@ def test_without_a_mask_pad_tokens_in_the_input_are_masked_as_hf_masks_them(mode
     out = AutoSpec(target, draft, controller="fixed:3").generate(ids, max_new_tokens=10, pad_token_id=0,
                                                                   eos_token_id=-1)
     assert torch.equal(out, ref)
+
+
+def test_the_draft_proposes_from_processed_scores_so_a_perfect_draft_is_always_accepted(models):
+    """The draft is the target itself: drawing its drafts from the same processed scores as the
+    target verifies against, every draft is accepted (unprocessed, the repeats it proposes would not be)."""
+    target, _ = models
+    ids, mask = batch(3)
+    args = dict(repetition_penalty=2.0, no_repeat_ngram_size=2, eos_token_id=-1)
+    ref = hf(target, ids, mask, **args)
+    spec = AutoSpec(target, target, controller="fixed:4")
+    assert torch.equal(spec.generate(ids, attention_mask=mask, max_new_tokens=16, pad_token_id=0, **args), ref)
+    assert sum(r.num_accepted_tokens for r in spec.records) == sum(r.num_draft_tokens for r in spec.records) > 0
