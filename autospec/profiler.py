@@ -201,8 +201,9 @@ def sweep_residuals_ms(target: Any, draft: Any, rows: list[list[int]], cells_mod
                       records_window=None)
     engine.serve(rows, max_new_tokens=new_tokens, eos_token_id=-1, progress=False)
     out = []
-    for start in range(n, len(engine.records) - n + 1, n):
-        sweep = {r.spec_len: r for r in engine.records[start:start + n] if r.batch_size == b}
+    records = engine.records                                # one copy of the window, not one per sweep
+    for start in range(n, len(records) - n + 1, n):
+        sweep = {r.spec_len: r for r in records[start:start + n] if r.batch_size == b}
         if len(sweep) < n:                                  # clamped near the end, or rows finished
             continue
         scale = cells_model.target_time_s(b, 1) / sweep[0].step_time_s
