@@ -60,8 +60,9 @@ from autospec.backends.processing import Processing
 from autospec.backends.sampling import SamplingConfig
 from autospec.controllers import build_controller
 from autospec.cost_model import CostModel
-from autospec.generation import (APPLIED, LOOP_CRITERIA, Call, build_processing, dict_output, prepare_config,
-                                 resolve_call, resolve_lengths, same_value, special_tokens, user_processors)
+from autospec.generation import (APPLIED, LOOP_CRITERIA, Call, build_processing, check_max_new_tokens, dict_output,
+                                 prepare_config, resolve_call, resolve_lengths, same_value, special_tokens,
+                                 user_processors, valid_budget)
 from autospec.loop import run_step
 from autospec.runs import MemorySink, RunWriter
 from autospec.summary import RunningSummary
@@ -185,8 +186,7 @@ class AutoSpec:
         return self._generate(call)
 
     def _generate(self, call: Call) -> Any:
-        prompts = split_prompts(call.input_ids, call.attention_mask)
-        check_max_new_tokens(call.max_new_tokens)
+        prompts = split_prompts(call.input_ids, call.attention_mask)     # max_new_tokens: checked by resolve_call
         for i, prompt in enumerate(prompts):
             problem = self._prompt_problem(prompt, call.max_new_tokens)
             if problem:
@@ -324,16 +324,14 @@ class AutoSpec:
         slots = max(len(r.prompt_ids) + r.max_new_tokens for r in requests) + 2 * self.max_spec_len + 2
         generator = self.generator
         rows = self.max_batch_size
-        plain = processing is not None and processing.has_processors     # warpers are in HF's processor list
-        if plain:
+        if processing is not None and processing.has_processors:          # warpers are in HF's processor list
             sampling = SamplingConfig(do_sample=sampling.do_sample)
         drafter = None
         if self.draft == "ngram":
             drafter = NgramDrafter(max_n=self.ngram_max_n, device=self.device)
         elif self.draft is not None:
             drafter = ModelDrafter(self.draft, sampling, rows, slots, generator, plan=self.plans["draft"])
-        target_sampling = sampling
-        backend = HFBackend(self.target, drafter, sampling=target_sampling, eos_token_ids=eos_token_ids,
+        backend = HFBackend(self.target, drafter, sampling=sampling, eos_token_ids=eos_token_ids,
                             max_batch_size=rows, max_spec_len=self.max_spec_len, slots_capacity=slots,
                             generator=generator, plan=self.plans["target"], processing=processing,
                             keep_scores=keep_scores, on_tokens=on_tokens)
@@ -384,11 +382,6 @@ SERVE_SETTINGS = set(APPLIED) - {"max_length", "max_new_tokens", "num_return_seq
 
 def settings_key(settings: dict[str, Any]) -> str:
     return repr(sorted((k, repr(v)) for k, v in settings.items() if k != "max_new_tokens"))
-
-
-def check_max_new_tokens(max_new_tokens: Any) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
 
 
 def vocabulary_limit(target: torch.nn.Module, draft: Any) -> int:
@@ -444,7 +437,7 @@ def request_problem(request: GenerationRequest, seen: set) -> str | None:
         return f"has request_id {rid!r}: it must be an int or a str"
     if rid in seen:
         return "repeats an earlier request's id; ids must be unique within a serve() call"
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+    if not valid_budget(budget):
         return f"has max_new_tokens={budget!r}: it must be an integer >= 1"
     if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not 0 <= arrival < float("inf"):
         return f"has arrival_s={arrival!r}: it must be a finite number of seconds >= 0"

@@ -119,6 +119,16 @@ def prepare_config(target: Any, generation_config: Any, kwargs: dict[str, Any]) 
     return config, model_kwargs
 
 
+def valid_budget(max_new_tokens: Any) -> bool:
+    """An integer >= 1 (a bool is not one)."""
+    return isinstance(max_new_tokens, int) and not isinstance(max_new_tokens, bool) and max_new_tokens >= 1
+
+
+def check_max_new_tokens(max_new_tokens: Any) -> None:
+    if not valid_budget(max_new_tokens):
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+
+
 def resolve_lengths(target: Any, config: Any, kwargs: dict[str, Any], generation_config: Any,
                     input_ids: torch.Tensor) -> int:
     """max_new_tokens as HF derives it, through HF's own `_prepare_generated_length` (which also sets
@@ -128,9 +138,8 @@ def resolve_lengths(target: Any, config: Any, kwargs: dict[str, Any], generation
                                        getattr(target.generation_config, name, None)))
     if config.max_new_tokens is None and unset("max_length"):
         raise ValueError("max_new_tokens is required (or max_length, or a generation_config that sets one)")
-    budget = config.max_new_tokens
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {budget!r}")
+    if config.max_new_tokens is not None:
+        check_max_new_tokens(config.max_new_tokens)
     width = input_ids.shape[1]
     target._prepare_generated_length(config, unset("max_length"), unset("min_length"), "input_ids", width, input_ids)
     new = int(config.max_length) - width

@@ -241,9 +241,14 @@ class HFBackend:
                                          [drafts[i] for i in idx], logits[idx], last_only)
         return out
 
-    def _mixed(self) -> bool:
+    def _has_processors(self, rows: list[_Row]) -> bool:
+        """Some row's tokens come from HF-processed scores (the backend's processing or its own)."""
+        return any(g[0].has_processors for g in _by_processing(rows, self.processing).values())
+
+    @staticmethod
+    def _mixed(rows: list[_Row]) -> bool:
         """Rows carry their own sampling choice or processing (serve with per-request settings)."""
-        return any(r.request.processing is not None or r.request.do_sample is not None for r in self.rows)
+        return any(r.request.processing is not None or r.request.do_sample is not None for r in rows)
 
     def _sampled(self, rows: list[_Row]) -> torch.Tensor:
         """[n] bool: the rows that sample."""
@@ -264,7 +269,7 @@ class HFBackend:
 
     def _select(self, rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:
         """[n, V] -> [n] first tokens, each row greedy or sampled as it asks."""
-        if not any(r.request.processing is not None or r.request.do_sample is not None for r in rows):
+        if not self._mixed(rows):
             return select_tokens(scores, self.sampling, self.generator)[0]
         greedy = scores.argmax(dim=-1)
         sampled = self._sampled(rows)
@@ -363,7 +368,7 @@ class HFBackend:
             empty = torch.empty(b, 0, dtype=torch.long, device=self.device)
             return Drafts(empty, torch.zeros(b, dtype=torch.long, device=self.device), None)
         shape = None
-        if self.drafter.has_model and any(g[0].has_processors for g in _by_processing(self.rows, self.processing).values()):
+        if self.drafter.has_model and self._has_processors(self.rows):
             shape = lambda so_far, logits: self._scores(self.rows, so_far, logits, last_only=True)   # noqa: E731
         drafts = self.drafter.propose([r.tokens for r in self.rows], spec_len, caps, shape=shape)
         if self.drafter.has_model:
@@ -379,10 +384,10 @@ class HFBackend:
         position_ids, mask = self.cache.decode_inputs(q)
         logits = model_forward(self.target, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=q)
         scores = logits
-        if any(g[0].has_processors for g in _by_processing(self.rows, self.processing).values()):
+        if self._has_processors(self.rows):
             rows = [t[:n] for t, n in zip(drafts.tokens.tolist(), drafts.num_drafts.tolist())]   # drafts on the host
             scores = self._scores(self.rows, rows, logits)
-        if self._mixed():
+        if self._mixed(self.rows):
             return (*self._verify_mixed(drafts, scores), scores, logits)
         if not self.sampling.do_sample:
             return (*verify_greedy(scores, drafts.tokens, drafts.num_drafts), scores, logits)
