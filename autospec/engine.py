@@ -209,6 +209,10 @@ class AutoSpec:
                             streamer=None, synced_gpus=False, **model_kwargs):
             if model is not self.target:
                 raise ValueError("this custom_generate belongs to another target model")
+            unknown = sorted(k for k, v in model_kwargs.items() if v is not None and k not in HF_PREPARED_KWARGS)
+            if unknown:
+                raise ValueError(f"generate arguments {unknown} reached custom_generate as model inputs autospec does "
+                                 "not feed, so they are refused rather than ignored")
             user = user_processors(self.target, generation_config, logits_processor, input_ids,
                                    model_kwargs.get("attention_mask"))
             criteria = [c for c in (stopping_criteria or []) if type(c).__name__ not in LOOP_CRITERIA]
@@ -374,6 +378,10 @@ def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> Non
                          f"{actual}: profile this model pair with `autospec profile`")
 
 
+# What target.generate itself prepares and hands to a custom_generate (autospec builds its own cache,
+# positions and logits); any other model input there came from the user and is refused.
+HF_PREPARED_KWARGS = {"attention_mask", "position_ids", "logits_to_keep", "cache", "past_key_values", "use_cache",
+                      "cache_position", "output_attentions", "output_hidden_states", "return_dict"}
 REQUEST_KEYS = {"prompt_ids", "max_new_tokens", "request_id", "arrival_s"}
 # Generation settings a serve() request may carry for itself (what makes a different output per row).
 SERVE_SETTINGS = set(APPLIED) - {"max_length", "max_new_tokens", "num_return_sequences", "return_dict_in_generate",

@@ -140,6 +140,14 @@ def test_custom_generate_applies_the_processors_hf_prepared():
     assert not torch.equal(ref, target.generate(ids, **{**kwargs, "repetition_penalty": 1.0}))
 
 
+def test_custom_generate_refuses_model_inputs_it_does_not_feed():
+    import pytest
+    target = tiny_llama(layers=1, seed=0)
+    custom = AutoSpec(target, "ngram").as_custom_generate()
+    with pytest.raises(ValueError, match=r"\['token_type_ids'\] reached custom_generate"):
+        custom(target, torch.tensor([[3, 4, 5]]), token_type_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
 def test_a_dict_request_with_keys_it_does_not_honour_is_refused_by_name_and_the_others_served():
     target = tiny_llama(layers=1, seed=0)
     spec = AutoSpec(target, "ngram")
