@@ -13,6 +13,12 @@ Contract:
 - `sample(rng)` draws the rates from their posteriors (Thompson sampling; the Beta posterior by
   its Gaussian approximation, good since every position has >= `shrinkage` effective trials);
   `upper(kappa)` gives optimistic rates mean + kappa * std (UCB). Neither changes the estimator.
+- `ArmAcceptance` keeps the same counts per spec_len: where a step starts depends on the spec_len
+  of the steps before it (a step that accepts every draft starts the next one inside an easy run,
+  a rejection starts it right after a hard token), so one spec_len's acceptance is not another's
+  (SmolLM2 + its distilled draft at batch 1: first-position acceptance 0.46 at spec_len 2, 0.67 at
+  3 on the same prompts). `rates(pooled)` reads each arm's own evidence plus `shrinkage`
+  pseudo-trials of the pooled rates (an arm never played reads as the pooled estimate).
 """
 from __future__ import annotations
 
@@ -90,3 +96,62 @@ class AcceptanceEstimator:
     def upper(self, kappa: float) -> list[float]:
         means, stds = self._posterior()
         return [min(0.999, m + kappa * s) for m, s in zip(means, stds)]
+
+
+class ArmAcceptance:
+    """Per-arm (spec_len) conditional acceptance per position, shrunk towards pooled rates."""
+
+    def __init__(self, max_spec_len: int, shrinkage: float = 20.0, discount: float = 0.99, max_trials: float = 400.0,
+                 arm_std: float = 0.05):
+        if shrinkage <= 0 or max_trials <= 0 or arm_std < 0 or not 0.0 < discount <= 1.0:
+            raise ValueError("shrinkage and max_trials must be positive, arm_std >= 0 and discount in (0, 1]")
+        self.max_spec_len, self.shrinkage, self.discount, self.max_trials = max_spec_len, shrinkage, discount, max_trials
+        self.arm_std = arm_std                          # prior std of an arm's rates about the pooled ones
+        self.trials = [[0.0] * s for s in range(max_spec_len + 1)]      # [arm][position < arm]
+        self.successes = [[0.0] * s for s in range(max_spec_len + 1)]
+
+    def observe(self, record: StepRecord) -> None:
+        """Discount the arm's counts, add the step's, cap its evidence at `max_trials` trials."""
+        s = min(record.spec_len, self.max_spec_len)
+        if s == 0:
+            return
+        d = self.discount
+        trials = [t * d + n for t, n in zip(self.trials[s], record.trials_per_pos())]
+        successes = [x * d + a for x, a in zip(self.successes[s], record.accepted_per_pos)]
+        if trials and trials[0] > self.max_trials:
+            scale = self.max_trials / trials[0]
+            trials, successes = [t * scale for t in trials], [x * scale for x in successes]
+        self.trials[s], self.successes[s] = trials, successes
+
+    def rates(self, pooled: list[float]) -> list[list[float]]:
+        """[arm][position] rates: the arm's own counts plus `shrinkage` pseudo-trials at `pooled`."""
+        k = self.shrinkage
+        return [[(x + k * r) / (t + k) for t, x, r in zip(self.trials[s], self.successes[s], pooled)]
+                for s in range(self.max_spec_len + 1)]
+
+    def sample(self, pooled: list[float], rng: np.random.Generator) -> list[list[float]]:
+        """[arm][position] rates with each arm's own deviation from the pooled rates drawn: one
+        N(0, arm_std^2 * k / (t + k)) shift per arm (t its trials at position 0), so an arm seldom
+        played stays uncertain even where the pooled estimate is sure (Thompson sampling)."""
+        return self._shifted(pooled, rng.standard_normal(self.max_spec_len + 1).tolist())
+
+    def upper(self, pooled: list[float], kappa: float) -> list[list[float]]:
+        """[arm][position] rates shifted up by kappa arm-deviation stds (UCB)."""
+        return self._shifted(pooled, [kappa] * (self.max_spec_len + 1))
+
+    def _shifted(self, pooled: list[float], z: list[float]) -> list[list[float]]:
+        k, out = self.shrinkage, []
+        for s, rates in enumerate(self.rates(pooled)):
+            shift = self.arm_std * z[s] * math.sqrt(k / (self.trials[s][0] + k)) if s else 0.0
+            out.append([min(0.999, max(0.001, r + shift)) for r in rates])
+        return out
+
+    def lower(self, pooled: list[float], pooled_stds: list[float]) -> list[list[float]]:
+        """[arm][position] rates one standard deviation low (the arm's evidence and the pooled one's)."""
+        k = self.shrinkage
+        out = []
+        for s, rates in enumerate(self.rates(pooled)):
+            arm_var = self.arm_std**2 * k / (self.trials[s][0] + k) if s else 0.0
+            out.append([max(0.0, r - math.sqrt(r * (1.0 - r) / (t + k + 1.0) + (k * sd / (t + k)) ** 2 + arm_var))
+                        for r, t, sd in zip(rates, self.trials[s], pooled_stds)])
+        return out

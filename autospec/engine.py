@@ -22,7 +22,15 @@ Contract:
   cause (`error`), and the engine serves the next call exactly: every call builds its own caches
   and drafter state, and drops them when it returns.
 - `draft` is a HF causal LM with the target's vocabulary, "ngram" (prompt lookup) or None (no
-  speculation). A draft on another device is moved to the target's device; its dtype is kept.
+  speculation). A draft on another device is moved to the target's device; its dtype is kept. A
+  draft model does no work for a row until a step drafts for it (its prefill is deferred and
+  batched), so a run that never speculates never runs the draft.
+- The prior: with `cost_model="auto"` (the default) a controller that takes one gets a cost model
+  for this pair on this machine without being asked (`backends.calibration`: the profile cache,
+  else a shipped profile measured on this device, else a calibration of a few seconds on first
+  use, cached for later processes); a profile name, path or `CostModel` is used as given; None
+  means a flat prior. `summary()["prior"]` and the run metadata say which, from where. The
+  bandits get `ENGINE_CONTROLLER_OPTIONS` on this engine (see below).
 - Every step's `StepRecord` goes to the sinks: `records` keeps the last `records_window` of them
   (None: all), `summary()` covers every step since construction (kept incrementally), a
   `RunWriter` (`run_name=`, or any sink passed in `sinks`) gets the full log on disk. The
@@ -53,12 +61,13 @@ from loguru import logger
 from tqdm.auto import tqdm
 
 from autospec.backends.attention import attention_plan, text_config
+from autospec.backends.calibration import find_prior
 from autospec.backends.drafters import ModelDrafter, NgramDrafter
 from autospec.backends.hf import GenerationRequest, HFBackend, RequestResult
 from autospec.backends.prepack import maybe_packed
 from autospec.backends.processing import Processing
 from autospec.backends.sampling import SamplingConfig
-from autospec.controllers import build_controller
+from autospec.controllers import build_controller, names_option, takes_cost_model
 from autospec.cost_model import CostModel
 from autospec.generation import (APPLIED, LOOP_CRITERIA, Call, build_processing, check_max_new_tokens, dict_output,
                                  prepare_config, resolve_call, resolve_lengths, same_value, special_tokens,
@@ -91,7 +100,7 @@ class ServeResult:
 
 class AutoSpec:
     def __init__(self, target: torch.nn.Module, draft: torch.nn.Module | str | None = "ngram",
-                 controller: Any = "auto", *, cost_model: CostModel | str | None = None, max_spec_len: int = 8,
+                 controller: Any = "auto", *, cost_model: CostModel | str | None = "auto", max_spec_len: int = 8,
                  max_batch_size: int = 16, seed: int = 0, tokenizer: Any = None, draft_tokenizer: Any = None,
                  ngram_max_n: int = 3, sinks: Sequence[Any] = (), cpu_prepack: bool | None = None,
                  records_window: int | None = 10_000, run_name: str | None = None,
@@ -109,11 +118,11 @@ class AutoSpec:
         self.max_spec_len = max_spec_len if self.draft is not None else 0
         self.max_batch_size, self.seed, self.ngram_max_n = max_batch_size, seed, ngram_max_n
         self.tokenizer = tokenizer                          # the default `tokenizer=` for stop_strings
-        if isinstance(cost_model, str):
-            cost_model = CostModel.from_profile(cost_model)
-        if cost_model is not None:
-            check_profile_matches(cost_model, target)
-        self.cost_model = cost_model
+        self.cost_model, self.prior_source = self._prior(cost_model, controller)
+        cost_model = self.cost_model
+        for option, value in ENGINE_CONTROLLER_OPTIONS.items():                             # the bandits
+            if isinstance(controller, str) and names_option(controller, option):
+                controller_options.setdefault(option, value)
         self.controller = controller if not isinstance(controller, str) else build_controller(
             controller, max_spec_len=self.max_spec_len, cost_model=cost_model, seed=seed, **controller_options)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)  # one stream across calls
@@ -128,11 +137,33 @@ class AutoSpec:
         if isinstance(self.draft, torch.nn.Module) and self.draft is not self.target:
             self.prepacked.append(maybe_packed(self.draft, False if cpu_prepack is False else None))
 
+    def _prior(self, cost_model: Any, controller: Any) -> tuple[CostModel | None, dict[str, Any]]:
+        """The controller's cost model and where it came from. "auto": found or calibrated for this
+        pair on this machine (`backends.calibration`) when the controller takes a prior and there is
+        something to speculate with; a name or path: that profile; None: a flat prior."""
+        if isinstance(cost_model, CostModel) or (isinstance(cost_model, str) and cost_model != "auto"):
+            model = cost_model if isinstance(cost_model, CostModel) else CostModel.from_profile(cost_model)
+            check_profile_matches(model, self.target)
+            return model, {"kind": "given", "path": model.name}
+        if cost_model is None:
+            return None, {"kind": "none", "why": "cost_model=None: a flat prior"}
+        if cost_model != "auto":
+            raise ValueError(f"cost_model must be a CostModel, a profile name or path, 'auto' or None, got {cost_model!r}")
+        if self.max_spec_len == 0 or not (isinstance(controller, str) and takes_cost_model(controller)):
+            return None, {"kind": "none", "why": "the controller takes no prior" if self.max_spec_len else "no drafter"}
+        try:
+            prior = find_prior(self.target, self.draft, self.max_batch_size, self.max_spec_len)
+        except Exception as exc:            # noqa: BLE001 - serving must not depend on the prior's search
+            logger.warning(f"no cost model for the controller ({type(exc).__name__}: {exc}); it starts from a flat "
+                           "prior (pass cost_model= a profile to give it one)")
+            return None, {"kind": "none", "why": f"calibration failed: {type(exc).__name__}: {exc}"}
+        return prior.cost_model, prior.source
+
     def _run_meta(self) -> dict[str, Any]:
         draft = self.draft if isinstance(self.draft, (str, type(None))) else type(self.draft).__name__
         return {"kind": "hf", "target": type(self.target).__name__, "drafter": draft,
                 "controller": getattr(self.controller, "name", type(self.controller).__name__),
-                "max_batch_size": self.max_batch_size, "max_spec_len": self.max_spec_len}
+                "max_batch_size": self.max_batch_size, "max_spec_len": self.max_spec_len, "prior": self.prior_source}
 
     def close(self) -> None:
         """Close the run log opened by `run_name=` (its run.json says "finished")."""
@@ -170,8 +201,9 @@ class AutoSpec:
         return self.memory.records
 
     def summary(self) -> dict[str, Any]:
-        """Totals over every step since construction (not just the records window)."""
-        return self.totals.as_dict()
+        """Totals over every step since construction (not just the records window), and `prior`:
+        where the controller's cost model came from (cache, shipped, calibrated, given or none)."""
+        return {**self.totals.as_dict(), "prior": self.prior_source}
 
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -377,6 +409,18 @@ def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> Non
         raise ValueError(f"profile {cost_model.name} was measured for a target with {shape}, but this target has "
                          f"{actual}: profile this model pair with `autospec profile`")
 
+
+# The bandits' settings on this engine (`controllers.bandit`), for what its steps do not show:
+# - switch_margin: a longer draft must beat the best shorter one's posterior goodput by 8% x
+#   (1 - 1 / batch_size). SmolLM2 at batch 8 (chat, 64 tokens per request): per step spec_len 1-2
+#   tie with plain decoding (+1% / -4%), end to end they lose 10-20% (a ragged drain, split
+#   admissions); the margin keeps such ties plain.
+# - draw_margin, min_run: on real text an arm's acceptance depends on the arms before it (SmolLM2 +
+#   its distilled draft at batch 1: first-position acceptance 0.46 at spec_len 2, 0.67 at 3), so a
+#   draw must beat the greedy arm by 3% to be tried, and is then tried for 8 steps in a row.
+# - shortfall_floor: the posterior flatters arms it has not seen under their own schedule, so an
+#   exploring step is charged at least 15% of its time against the 3% exploration budget.
+ENGINE_CONTROLLER_OPTIONS = {"switch_margin": 0.08, "draw_margin": 0.03, "min_run": 8, "shortfall_floor": 0.15}
 
 # What target.generate itself prepares and hands to a custom_generate (autospec builds its own cache,
 # positions and logits); any other model input there came from the user and is refused.

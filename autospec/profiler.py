@@ -29,7 +29,6 @@ Contract:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import platform
@@ -40,114 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autospec.backends.timing import CellTimer, cell_order, measure_cells, model_shape, summarize_cells
 from autospec.cli import subcommand
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
-
-
-def model_shape(model: Any) -> dict[str, int]:
-    c = model.config
-    return {"hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers, "vocab_size": c.vocab_size}
-
-
-class CellTimer:
-    """Times one forward of `model` for (batch_size, q) cells over prefilled caches."""
-
-    def __init__(self, model: Any, batch_sizes: list[int], max_q: int, context_len: int, seed: int = 0):
-        import torch
-
-        from autospec.backends.drafters import forward_kwargs
-        from autospec.backends.attention import attention_plan
-        from autospec.backends.kv_cache import SlotCache
-        from autospec.backends.prepack import maybe_packed
-
-        self.model, self.torch = model, torch
-        self.packed = maybe_packed(model, None)                  # as AutoSpec runs it
-        self.device = next(model.parameters()).device
-        self.cache_kw = forward_kwargs(model)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.caches = {}
-        plan = attention_plan(model)
-        vocab = model.config.vocab_size
-        for b in batch_sizes:
-            cache = SlotCache(0, b, context_len + max_q + 2, self.device,
-                              dtype=next(model.parameters()).dtype, plan=plan)
-            ids = torch.randint(3, vocab, (b, context_len), generator=self.generator).to(self.device)
-            position_ids, mask, _ = cache.prefill_inputs([context_len] * b)
-            self._forward(cache, ids, position_ids, mask, 1)
-            self.caches[b] = cache
-
-    def _forward(self, cache, ids, position_ids, mask, keep):
-        from autospec.backends.drafters import model_forward
-        with self.torch.inference_mode():
-            return model_forward(self.model, cache, ids, position_ids, mask, self.cache_kw, keep)
-
-    def time_ms(self, batch_size: int, q: int) -> float:
-        """One forward of q new tokens per row; the cache is left as it was (nothing committed)."""
-        cache = self.caches[batch_size]
-        ids = self.torch.randint(3, self.model.config.vocab_size, (batch_size, q), generator=self.generator).to(self.device)
-        position_ids, mask = cache.decode_inputs(q)
-        with self.packed.active() if self.packed else contextlib.nullcontext():
-            self._sync()
-            t0 = time.perf_counter()
-            self._forward(cache, ids, position_ids, mask, q)
-            self._sync()
-            return (time.perf_counter() - t0) * 1e3
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-
-def cell_order(batch_sizes: list[int], max_q: int, has_draft: bool) -> list[tuple[str, int, int]]:
-    """Cells the profile needs first, then the rest: (model, batch_size, q)."""
-    essential = [("target", b, q) for b in batch_sizes for q in (1, 2)]
-    if has_draft:
-        essential += [("draft", b, 1) for b in batch_sizes]
-    rest = [("target", b, q) for b in batch_sizes for q in range(3, max_q + 1)]
-    if has_draft:
-        rest += [("draft", b, 2) for b in batch_sizes]
-    return essential + rest
-
-
-def measure_cells(timers: dict[str, CellTimer], cells: list[tuple[str, int, int]], warmup: int, reps: int,
-                  budget_s: float, seed: int = 0) -> dict[tuple[str, int, int], list[float]]:
-    """Rounds over the cells in shuffled order; stops starting new cells when the budget is spent."""
-    from tqdm.auto import tqdm
-
-    rng = random.Random(seed)
-    samples: dict[tuple[str, int, int], list[float]] = {c: [] for c in cells}
-    start = time.perf_counter()
-    with tqdm(total=(warmup + reps) * len(cells), desc="profiling", unit="fwd") as bar:
-        for round_index in range(warmup + reps):
-            order = list(cells)
-            rng.shuffle(order)
-            for cell in order:
-                if time.perf_counter() - start > budget_s and cell not in cells[: essential_count(cells)]:
-                    bar.update(1)
-                    continue
-                ms = timers[cell[0]].time_ms(cell[1], cell[2])
-                if round_index >= warmup:
-                    samples[cell].append(ms)
-                bar.update(1)
-    return {c: v for c, v in samples.items() if v}
-
-
-def essential_count(cells: list[tuple[str, int, int]]) -> int:
-    return sum(1 for model, _, q in cells if q <= (2 if model == "target" else 1))
-
-
-def summarize_cells(samples: dict[tuple[str, int, int], list[float]], model: str):
-    """(median ms, IQR ms, raw) per (batch_size, q) of one model."""
-    median, spread, raw = {}, {}, {}
-    for (name, b, q), values in samples.items():
-        if name != model:
-            continue
-        median[(b, q)] = statistics.median(values)
-        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-        spread[(b, q)] = quartiles[2] - quartiles[0]
-        raw[(b, q)] = [round(v, 4) for v in values]
-    return median, spread, raw
 
 
 def measure_acceptance(target: Any, draft: Any, tokenizer: Any, prompts: list[dict], max_spec_len: int,

@@ -2,7 +2,10 @@
 
 Contract (`Drafter`):
 - `add_rows(sequences)` after the target admitted new rows (their prompts + first token);
-  `keep_rows(indices)` when rows retire (same row order as the backend).
+  `keep_rows(indices)` when rows retire (same row order as the backend). A model drafter does no
+  work for a row until a proposal includes it: `prepare(sequences)` (called by the backend before
+  a drafting step, and by `propose` itself) prefills every row that joined since, in one batched
+  forward, so a draft attached to a run that never speculates costs nothing.
 - `propose(sequences, spec_len, caps)` -> `Drafts(tokens [b, spec_len], num_drafts [b], probs)`:
   row i proposes at most `caps[i]` tokens; `probs` [b, spec_len, V] is the processed draft
   distribution when sampling with a model drafter, else None (a deterministic proposal).
@@ -150,23 +153,37 @@ class ModelDrafter:
                                dtype=next(model.parameters()).dtype, plan=plan or attention_plan(model))
         self.cache_kw = forward_kwargs(model)
         self._fed_slots: list[int] = []   # cache slots holding the drafts fed in the last proposal
+        self._pending: list[bool] = []    # per row: joined but not prefilled yet
 
     def add_rows(self, sequences: Sequence[Sequence[int]]) -> None:
-        """Prefill the prompts (all but each sequence's last token, which stays pending)."""
-        prompts = [list(seq[:-1]) for seq in sequences]
-        if min(len(p) for p in prompts) == 0:
+        """New rows join empty: nothing runs until the first proposal that includes them (`prepare`)."""
+        if min(len(seq) for seq in sequences) < 2:
             raise ValueError("a draft row needs at least one prompt token")
-        ids = left_padded(prompts, self.device)                                  # [n, P]
-        position_ids, mask, _ = self.cache.prefill_inputs([len(p) for p in prompts])
-        model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
+        self.cache.add_rows(len(sequences))
+        self._pending.extend([True] * len(sequences))
 
     def keep_rows(self, indices: list[int]) -> None:
         self.cache.keep_rows(indices)
+        self._pending = [self._pending[i] for i in indices]
+
+    def prepare(self, sequences: Sequence[Sequence[int]]) -> None:
+        """Prefill the rows that joined since the last proposal, together in one forward: each
+        sequence so far but its last token (a row that never drafts never costs a draft forward)."""
+        rows = [i for i, pending in enumerate(self._pending) if pending]
+        if not rows:
+            return
+        prompts = [list(sequences[i][:-1]) for i in rows]
+        ids = left_padded(prompts, self.device)                                  # [n, P]
+        position_ids, mask, _ = self.cache.prefill_inputs([len(p) for p in prompts], rows=rows)
+        model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
+        for i in rows:
+            self._pending[i] = False
 
     def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor,
                 shape: Shape | None = None) -> Drafts:
         """Draft spec_len tokens per row; with `shape` (the target's logits processors), each draft is
         drawn from the processed draft distribution (one host copy of the drafts per draft step)."""
+        self.prepare(sequences)                                               # a no-op when the backend did it
         self.cache.trim(max(len(seq) for seq in sequences))                   # before any draft slot is recorded
         first = self._catch_up(sequences)                                     # [b, V] logits
         tokens, probs = [], []

@@ -5,8 +5,10 @@ them into per-arm values for `choose`. Two kinds of arm statistics:
 
 - `prior="model"` (`ModelArms`): the cost model is the prior. An arm's goodput is factored as
   measured tokens over measured time: `b * E[tokens | acceptance] / (T_model(b, s) * c(b, s))`.
-  The acceptance posterior (per draft position) is shared by every arm and context, so a step at
-  any spec_len teaches all of them; `c` is a per-(context, arm) correction of the modelled step
+  The acceptance posterior (per draft position) is shared by every context, and pooled over arms
+  as the anchor of each arm's own (`ArmAcceptance`: `arm_shrinkage` pseudo-trials of the pooled
+  rates), so a step at any spec_len teaches all of them while an arm whose steps start at easier
+  or harder positions than others' is seen as it is; `c` is a per-(context, arm) correction of the modelled step
   time in two levels: log c = m + e, where the context-level m ~ N(0, `machine_prior_std`^2)
   (the whole machine faster or slower than its profile) and the arm-level e ~ N(0, sd^2) with sd
   the cost model's own accuracy for that cell (`CostModel.log_time_stds`: small where measured,
@@ -17,6 +19,29 @@ them into per-arm values for `choose`. Two kinds of arm statistics:
   batch-size contexts.
 - `prior="none"` (`FlatArms`): no cost model; the mean measured goodput per row of each
   (context, arm), every arm tried once per context before the policy's rule applies.
+
+Exploration is bounded by what the posterior knows. The greedy arm is the shortest spec_len whose
+posterior mean goodput is within a margin of the best mean, `switch_margin * (1 - 1 / batch_size)`:
+on a real engine speculating costs more than its steps show (rows that accept different numbers of
+drafts finish at different steps, so a batch drains raggedly and admissions split into small
+prefills; a single row has nothing to drain), so a longer draft must earn its keep by that margin.
+The defaults (no margins, runs of 1) suit the simulated backend, whose steps are the whole cost
+and whose acceptance does not depend on the schedule; `AutoSpec` (the HF engine, real text) passes
+`ENGINE_CONTROLLER_OPTIONS`. Each step the policy's draw (`model_values` / `flat_values`) is played only among the
+*plausible* arms, those whose goodput upper bound (mean + `plausible_z` std) reaches the best arm's
+lower bound, so an arm predicted far below the best is never tried where it is expensive, and only
+when it beats the greedy arm's mean by the margin, and by at least `draw_margin` (a draw within it
+is not worth a switch: switching arms has a cost of its own, since an arm's acceptance depends on
+where the steps before it left off). An exploring draw is played for `min_run` consecutive steps
+at its batch-size context (its acceptance is then its own, not the previous arm's), each step
+charged to the budget like the first, and a run starts only when the budget can pay for all of it.
+A draw that
+differs from the greedy arm is played only while the time lost to such draws stays within
+`explore_fraction` of the time run (both discounted by `budget_discount` per step): a draw's cost
+is its step time times its predicted relative shortfall, 1 - mean[drawn] / mean[greedy] (1 for an
+arm never measured under a flat prior; at least `shortfall_floor`, for a posterior that flatters
+the arms it knows least), so neither a flat nor a wrong prior can lose more than about
+`explore_fraction` before the evidence corrects the means.
 
 Every statistic is discounted by a factor per step so the bandit tracks drift. Plain decoding
 (spec_len 0) teaches nothing about acceptance, so after a run of consecutive steps at 0 the
@@ -30,7 +55,7 @@ import math
 
 import numpy as np
 
-from autospec.acceptance import AcceptanceEstimator
+from autospec.acceptance import AcceptanceEstimator, ArmAcceptance
 from autospec.cost_model import CostModel
 from autospec.protocols import ArmScores
 from autospec.types import StepContext, StepRecord
@@ -137,14 +162,15 @@ class ModelArms:
         self._last = (batch_size, mean)
         return mean, own_std, shared_std
 
-    def values(self, batch_size: int, rates: list[float], log_correction: list[float]) -> np.ndarray:
-        """[arms] goodput b * E[tokens](rates) / (T_model * exp(log_correction))."""
+    def values(self, batch_size: int, rates_by_arm: list[list[float]], log_correction: list[float]) -> np.ndarray:
+        """[arms] goodput b * E[tokens](arm s's rates) / (T_model * exp(log_correction))."""
         times = self.step_times(batch_size)
-        out = [batch_size / (times[0] * math.exp(log_correction[0]))]
-        tokens = reach = 1.0
-        for s in range(1, self.max_spec_len + 1):
-            reach *= rates[s - 1]
-            tokens += reach
+        out = []
+        for s in range(self.max_spec_len + 1):
+            tokens = reach = 1.0
+            for rate in rates_by_arm[s][:s]:
+                reach *= rate
+                tokens += reach
             out.append(batch_size * tokens / (times[s] * math.exp(log_correction[s])))
         return np.array(out)
 
@@ -176,7 +202,9 @@ class BanditController(BaseController):
                  seed: int = 0, prior_acceptance: float | None = None, acceptance_discount: float = 0.99,
                  acceptance_max_trials: float = 400.0, time_discount: float = 0.998, cost_prior_scale: float = 1.0,
                  machine_prior_std: float = 0.5, neighbour_weight: float = 0.25, probe_every: int = 25,
-                 probe_cost_fraction: float = 0.005):
+                 probe_cost_fraction: float = 0.005, explore_fraction: float = 0.03, plausible_z: float = 2.0,
+                 budget_discount: float = 0.999, switch_margin: float = 0.0, arm_shrinkage: float = 20.0,
+                 draw_margin: float = 0.0, min_run: int = 1, shortfall_floor: float = 0.0):
         super().__init__(max_spec_len)
         if prior not in ("model", "none"):
             raise ValueError(f"prior must be 'model' or 'none', got {prior!r}")
@@ -187,10 +215,20 @@ class BanditController(BaseController):
         check_float("neighbour_weight", neighbour_weight, 0.0, 1.0)
         self.probe_every = check_int("probe_every", probe_every, 1)
         self.probe_cost_fraction = check_float("probe_cost_fraction", probe_cost_fraction, 0.0, 1.0, open_low=True)
+        self.explore_fraction = check_float("explore_fraction", explore_fraction, 0.0, 1.0)
+        self.plausible_z = check_float("plausible_z", plausible_z, 0.0, 10.0)
+        self.budget_discount = check_float("budget_discount", budget_discount, 0.0, 1.0, open_low=True)
+        self.switch_margin = check_float("switch_margin", switch_margin, 0.0, 0.5)
+        self.draw_margin = check_float("draw_margin", draw_margin, 0.0, 0.5)
+        self.min_run = check_int("min_run", min_run, 1)
+        self.shortfall_floor = check_float("shortfall_floor", shortfall_floor, 0.0, 1.0)
         self.prior = prior
         self.rng = np.random.default_rng(seed)
         self.acceptance = AcceptanceEstimator(max(1, self.max_spec_len), initial_acceptance(prior_acceptance, cost_model),
                                               discount=acceptance_discount, max_trials=acceptance_max_trials)
+        self.arm_acceptance = ArmAcceptance(self.max_spec_len, check_float("arm_shrinkage", arm_shrinkage, 0.0, 1e6,
+                                                                          open_low=True),
+                                            discount=acceptance_discount, max_trials=acceptance_max_trials)
         if prior == "model":
             cost_model = require_cost_model(cost_model, f"{type(self).__name__} with prior='model'")
             self.arms: ModelArms | FlatArms = ModelArms(cost_model, self.max_spec_len, cost_prior_scale,
@@ -199,20 +237,69 @@ class BanditController(BaseController):
             self.arms = FlatArms(self.max_spec_len, time_discount, neighbour_weight)
         self.num_steps = 0
         self._steps_at_zero = 0
+        self.run_time_s = 0.0               # discounted seconds of every step
+        self.explore_cost_s = 0.0           # discounted seconds lost (as predicted) to exploring draws
+        self._shortfall = 0.0               # the predicted relative shortfall of the arm just chosen
+        self._run: tuple[int, int, int] | None = None      # (arm, steps left, context) of an exploring run
+        self._last_arm = 0
+        self._last_step_s = 0.0
 
     def choose(self, ctx: StepContext) -> int:
         if self.max_spec_len == 0:
             return 0
+        run = self._run
+        if run is not None and run[1] > 0 and run[2] == bucket_of(ctx.batch_size):
+            self._run = (run[0], run[1] - 1, run[2])            # an exploring run goes on
+            return self.clamp(run[0], ctx)
+        best = self._select(ctx)
+        if best != self._last_arm and self._shortfall > 0 and self.min_run > 1:
+            self._run = (best, self.min_run - 1, bucket_of(ctx.batch_size))
+        else:
+            self._run = None
+        return best
+
+    def _select(self, ctx: StepContext) -> int:
+        mean, std, measured = self.posterior(ctx.batch_size)
+        top = int(np.argmax(mean))
+        margin = self.switch_margin * (1.0 - 1.0 / max(1, ctx.batch_size))      # nothing to drain at batch 1
+        greedy = int(np.flatnonzero(mean >= (1.0 - margin) * mean[top])[0])   # the shortest within the margin
+        plausible = mean + self.plausible_z * std >= mean[top] - self.plausible_z * std[top]
         values = self.model_values(ctx.batch_size) if self.prior == "model" else self.flat_values(ctx.batch_size)
-        best = int(np.argmax(values))
+        best = int(np.argmax(np.where(plausible, values, -np.inf)))
+        if measured[best] and measured[greedy] and values[best] <= (1.0 + max(margin, self.draw_margin)) * mean[greedy]:
+            best = greedy                                   # a draw within the margin is not worth a switch
+        shortfall = 0.0 if best == greedy else max(self.shortfall_floor, margin, _shortfall(mean, measured, best, greedy))
+        if shortfall > 0 and self.explore_cost_s + self._run_cost_s(ctx.batch_size, best, shortfall) > \
+                self.explore_fraction * self.run_time_s:
+            best, shortfall = greedy, 0.0                   # the budget cannot pay for this run
         if best == 0 and self._steps_at_zero + 1 >= self.probe_interval(ctx.batch_size):
-            best = 1
+            best = 1                                        # the probe has its own budget (probe_interval)
+        self._shortfall = shortfall
         return self.clamp(best, ctx)
 
+    def _run_cost_s(self, batch_size: int, arm: int, shortfall: float) -> float:
+        """What an exploring run of `min_run` steps of `arm` is predicted to cost the budget (inf
+        before any step was measured: nothing to pay with yet)."""
+        if self._last_step_s <= 0:
+            return math.inf
+        step_s = self._last_step_s
+        if isinstance(self.arms, ModelArms):
+            times = self.arms.step_times(batch_size)
+            step_s *= times[arm] / times[min(self._last_arm, self.max_spec_len)]
+        return self.min_run * shortfall * step_s
+
     def observe(self, record: StepRecord) -> None:
+        self._last_step_s = record.step_time_s
         self.num_steps += 1
         self._steps_at_zero = self._steps_at_zero + 1 if record.spec_len == 0 else 0
+        self._last_arm = record.spec_len
+        d = self.budget_discount
+        self.run_time_s = d * self.run_time_s + record.step_time_s
+        self.explore_cost_s = d * self.explore_cost_s + self._shortfall * record.step_time_s
+        if self._run is None:
+            self._shortfall = 0.0                               # a run keeps charging its first step's
         self.acceptance.observe(record)
+        self.arm_acceptance.observe(record)
         self.arms.observe(record)
 
     def probe_interval(self, batch_size: int) -> int:
@@ -226,22 +313,40 @@ class BanditController(BaseController):
     def _rates(self) -> list[float]:
         return self.acceptance.rates()[: self.max_spec_len]
 
+    def arm_rates(self, pooled: list[float]) -> list[list[float]]:
+        """[arm][position] acceptance: each arm's own evidence about `pooled` (the mean, a draw, a bound)."""
+        return self.arm_acceptance.rates(pooled[: self.max_spec_len])
+
     def scores(self, ctx: StepContext) -> ArmScores:
         """Posterior mean and std of each arm's goodput (tokens/s) at this batch size."""
-        b = ctx.batch_size
+        mean, std, _ = self.posterior(ctx.batch_size)
+        return ArmScores({s: (float(m), float(sd)) for s, (m, sd) in enumerate(zip(mean, std))})
+
+    def posterior(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, std, measured) [arms]: each arm's goodput (tokens/s) at this batch size, and
+        whether it rests on measurements (always, under the model prior)."""
+        b = batch_size
         if isinstance(self.arms, FlatArms):
             n, mean, std = self.arms.estimate(bucket_of(b))
-            return ArmScores({s: (float(b * mean[s]), float(b * std[s]) if n[s] > 0 else math.inf)
-                              for s in range(len(mean))})
+            measured = n > 1e-3
+            return b * mean, np.where(measured, b * std, np.inf), measured
         mean_c, std_c = self.arms.correction(b)
-        mean = self.arms.values(b, self._rates(), mean_c)
-        low_rates = [max(0.0, r - sd) for r, sd in zip(self._rates(), self.acceptance.stds())]
+        mean = self.arms.values(b, self.arm_rates(self._rates()), mean_c)
+        low_rates = self.arm_acceptance.lower(self._rates(), self.acceptance.stds()[: self.max_spec_len])
         tokens_rel = 1.0 - self.arms.values(b, low_rates, mean_c) / mean
         rel_std = np.sqrt(tokens_rel**2 + np.square(std_c))
-        return ArmScores({s: (float(mean[s]), float(mean[s] * rel_std[s])) for s in range(len(mean))})
+        return mean, mean * rel_std, np.ones(len(mean), dtype=bool)
 
     def model_values(self, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
     def flat_values(self, batch_size: int) -> np.ndarray:
         raise NotImplementedError
+
+
+def _shortfall(mean: np.ndarray, measured: np.ndarray, arm: int, greedy: int) -> float:
+    """How much goodput playing `arm` instead of `greedy` is predicted to give up, relative (0..1);
+    1 for an arm nothing is known of."""
+    if not measured[arm] or mean[greedy] <= 0:
+        return 1.0
+    return float(min(1.0, max(0.0, 1.0 - mean[arm] / mean[greedy])))

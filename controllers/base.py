@@ -97,6 +97,19 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"controller {name!r} takes no ':' argument (got {spec!r})")
 
 
+def takes_cost_model(spec: str) -> bool:
+    """Whether the controller a spec names accepts a cost model (a prior worth finding for it)."""
+    name, _ = parse_spec(spec)
+    params = inspect.signature(CONTROLLERS.get(name)).parameters
+    return "cost_model" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def names_option(spec: str, option: str) -> bool:
+    """Whether the controller a spec names has `option` among its named keyword arguments."""
+    name, _ = parse_spec(spec)
+    return option in inspect.signature(CONTROLLERS.get(name)).parameters
+
+
 def build_controller(spec: str, *, max_spec_len: int, cost_model: Any = None, seed: int = 0,
                      **options: Any) -> Any:
     """Create a registered controller from a spec like 'auto', 'fixed:3' or 'table'."""

@@ -17,7 +17,7 @@ from .base import bucket_of, register
 class ThompsonController(BanditController):
     def model_values(self, batch_size: int) -> np.ndarray:
         assert isinstance(self.arms, ModelArms)
-        rates = self.acceptance.sample(self.rng)[: self.max_spec_len]
+        rates = self.arm_acceptance.sample(self.acceptance.sample(self.rng)[: self.max_spec_len], self.rng)
         mean, own_std, shared_std = self.arms.correction_parts(batch_size)
         *draws, z_m = self.rng.standard_normal(len(mean) + 1).tolist()
         return self.arms.values(batch_size, rates, [m + o * z + c * z_m for m, o, c, z in zip(mean, own_std, shared_std, draws)])

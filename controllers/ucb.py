@@ -16,8 +16,10 @@ from .base import bucket_of, check_float, register
 
 @register("ucb")
 class UCBController(BanditController):
-    def __init__(self, *, exploration: float = 0.5, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, exploration: float = 0.5, switch_margin: float = 0.0, draw_margin: float = 0.0,
+                 min_run: int = 1, shortfall_floor: float = 0.0, **kwargs):
+        super().__init__(switch_margin=switch_margin, draw_margin=draw_margin, min_run=min_run,
+                         shortfall_floor=shortfall_floor, **kwargs)
         self.exploration = check_float("exploration", exploration, 0.0, 100.0)
 
     def kappa(self) -> float:
@@ -26,7 +28,7 @@ class UCBController(BanditController):
     def model_values(self, batch_size: int) -> np.ndarray:
         assert isinstance(self.arms, ModelArms)
         kappa = self.kappa()
-        rates = self.acceptance.upper(kappa)[: self.max_spec_len]
+        rates = self.arm_acceptance.upper(self.acceptance.upper(kappa)[: self.max_spec_len], kappa)
         mean, std = self.arms.correction(batch_size)
         return self.arms.values(batch_size, rates, [m - kappa * s for m, s in zip(mean, std)])
 

@@ -44,7 +44,7 @@ def goodput_by_batch(records) -> dict[int, float]:
 def real_part(specs: list[str], num_requests: int, budget: tuple[int, int], draft_kind: str) -> dict[str, dict]:
     import torch
 
-    from autospec.demo import build_requests, default_profile, make_draft
+    from autospec.demo import build_requests, make_draft
     from autospec.engine import AutoSpec
     from autospec.models import load_smollm2
 
@@ -53,7 +53,7 @@ def real_part(specs: list[str], num_requests: int, budget: tuple[int, int], draf
     requests = build_requests(tokenizer, num_requests, 8.0, budget, seed=2)
     out = {}
     for spec in specs:
-        engine = AutoSpec(model, draft, controller=spec, cost_model=default_profile(draft_kind), max_batch_size=8)
+        engine = AutoSpec(model, draft, controller=spec, max_batch_size=8)
         served = engine.serve(requests, eos_token_id=tokenizer.eos_token_id, progress=False)
         out[spec] = {"throughput_tps": served.throughput_tps, "goodput_tps": served.summary["goodput_tps"],
                      "mean_spec_len": served.summary["mean_spec_len"], "by_batch": goodput_by_batch(served.records)}

@@ -79,7 +79,7 @@ def simulated_part(rates: list[float], seeds: int, num_requests: int) -> dict:
 def real_part(rates: list[float], num_requests: int, budget: tuple[int, int], specs: list[str], draft_kind: str) -> dict:
     import torch
 
-    from autospec.demo import build_requests, default_profile, make_draft
+    from autospec.demo import build_requests, make_draft
     from autospec.engine import AutoSpec
     from autospec.models import load_smollm2
 
@@ -90,7 +90,7 @@ def real_part(rates: list[float], num_requests: int, budget: tuple[int, int], sp
         requests = build_requests(tokenizer, num_requests, rate, budget, seed=1)
         results = {}
         for spec in specs:
-            engine = AutoSpec(model, draft, controller=spec, cost_model=default_profile(draft_kind), max_batch_size=8)
+            engine = AutoSpec(model, draft, controller=spec, max_batch_size=8)
             served = engine.serve(requests, eos_token_id=tokenizer.eos_token_id, progress=False)
             stats = latency_stats([(r.arrival_s, r.first_token_s, r.finish_s, len(r.output_ids)) for r in served.results])
             results[spec] = {"throughput_tps": served.throughput_tps, **stats,

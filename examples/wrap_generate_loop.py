@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 import torch
 
 from autospec import AutoSpec
-from autospec.demo import default_profile, make_draft
+from autospec.demo import make_draft
 from autospec.models import load_smollm2
 from autospec.prompts import load_prompts
 
@@ -68,7 +68,7 @@ def exactness(prompts: list[str], max_new_tokens: int, draft_kind: str) -> bool:
 def speed(prompts: list[str], max_new_tokens: int, rounds: int, draft_kind: str) -> None:
     model, tokenizer = load_smollm2(dtype=torch.bfloat16)
     batch = encode(tokenizer, prompts)
-    spec = AutoSpec(model, make_draft(draft_kind, model), controller="auto", cost_model=default_profile(draft_kind))
+    spec = AutoSpec(model, make_draft(draft_kind, model), controller="auto")
     wrapped_loop(spec, tokenizer, batch, max_new_tokens)                 # auto's first tuning round
     plain_s, fast_s = [], []
     for _ in range(rounds):

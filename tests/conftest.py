@@ -1,9 +1,17 @@
 """Shared fixtures: the shipped H200 cost model and a record factory (public APIs only)."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from autospec import CostModel, StepRecord
+
+# Engines built with the default cost_model="auto" calibrate on first use and cache the profile:
+# the tests keep those in a folder of their own (shared by the session's worker processes), never
+# in the user's cache.
+os.environ["AUTOSPEC_PROFILE_CACHE"] = tempfile.mkdtemp(prefix="autospec-test-profiles-")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@ import pytest
 
 from autospec import StepContext
 from autospec.controllers import ThompsonController
-from tests.conftest import make_record
+from tests.conftest import drive, make_record
 from tests.controllers.helpers import ratio_to_oracle
 
 
@@ -18,11 +18,11 @@ def test_recovers_when_its_prior_is_another_machine(h200):
 
 
 def test_draws_differ_but_are_seeded(h200):
-    ctx = StepContext(step=0, batch_size=8, max_spec_len=8)
-    a = ThompsonController(cost_model=h200, seed=3)
-    b = ThompsonController(cost_model=h200, seed=3)
-    assert [a.choose(ctx) for _ in range(20)] == [b.choose(ctx) for _ in range(20)]
-    assert len({s for s in (ThompsonController(cost_model=h200, seed=k).choose(ctx) for k in range(30))}) > 1
+    def picks(seed):
+        c = ThompsonController(cost_model=h200, seed=seed, explore_fraction=1.0)
+        return tuple(drive(c, batch_size=8, steps=20, accepted_at_each_pos=2))
+    assert picks(3) == picks(3)
+    assert len({picks(k) for k in range(10)}) > 1
 
 
 def test_scores_reflect_measured_step_times(h200):

@@ -1,0 +1,241 @@
+"""The controller on the real embedded model, through the API a user calls, with default arguments.
+
+    python benchmarks/controller_real.py [--rounds 4] [--drafts distilled ngram] \
+        [--workloads chat8 static1 static2 poisson] [--out benchmarks/results/controller_real_cpu.json]
+
+SmolLM2-135M-Instruct in bfloat16 on this machine's CPU, greedy, EOS ignored (every engine makes
+the same tokens; only time differs). Workloads:
+- chat8: 16 shipped chat prompts of 37-49 tokens, 64 new tokens each, `serve()` with max_batch_size=8;
+- static1 / static2: `generate()` on 3 batches of 1 / 2 of those prompts (left-padded), 64 new tokens;
+- poisson: the demo's workload (shipped prompts, budgets 24..96, Poisson arrivals at 6 requests/s;
+  32 requests here), `serve()` with the default max_batch_size=16.
+Engines: `AutoSpec(model, None)` (plain decoding on autospec's engine), and per drafter (the shipped
+distilled draft, n-gram lookup) every `fixed:k` for k = 0..4 and `auto` with default arguments
+(no cost model passed: the engine finds or calibrates its prior). HF's own `model.generate` runs
+static1 too. The profile cache starts empty ($AUTOSPEC_PROFILE_CACHE set to a fresh folder), so
+the first `AutoSpec(model, draft)` per drafter calibrates: its time is reported, and a second process
+loading the cached profile is timed. Every round builds fresh engines for each workload and runs
+them in a fresh random order: `auto` is measured on its first call ("auto") and again on a second
+call of the same engine ("auto:steady"). The ratio reported per workload and drafter is auto's
+tokens/s over the baseline that is best by median over the rounds ({plain, fixed:1..4}), per round,
+and its median; also the per-round ratio to that round's best baseline (stricter: a max of noisy values).
+Writes JSON and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+NEW_TOKENS = 64
+BASELINES = ["plain", "fixed:1", "fixed:2", "fixed:3", "fixed:4"]
+
+
+def load(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from autospec.demo import build_requests, make_draft
+    from autospec.models import load_smollm2
+    from autospec.prompts import chat_token_ids, load_prompts
+
+    torch.manual_seed(0)
+    model, tokenizer = load_smollm2(dtype=torch.bfloat16, device="cpu")
+    ids = chat_token_ids(tokenizer, [p["prompt"] for p in load_prompts()])
+    chat = [p for p in ids if 37 <= len(p) <= 49][:16]
+    drafts = {name: make_draft(name, model) for name in args.drafts}
+    poisson = build_requests(tokenizer, args.poisson_requests, 6.0, (24, 96), seed=0)
+    return {"model": model, "tokenizer": tokenizer, "chat": chat, "drafts": drafts, "poisson": poisson}
+
+
+def calibrate_first(setup: dict[str, Any]) -> dict[str, Any]:
+    """The first AutoSpec(model, draft) per drafter on an empty cache, then a second process's load."""
+    from autospec.engine import AutoSpec
+
+    out = {}
+    for name, draft in setup["drafts"].items():
+        t0 = time.perf_counter()
+        spec = AutoSpec(setup["model"], draft)
+        out[name] = {"construct_s": round(time.perf_counter() - t0, 2), "prior": spec.summary()["prior"],
+                     "second_process": second_process_load(name)}
+    return out
+
+
+def second_process_load(draft: str) -> dict[str, Any]:
+    code = ("import time, torch; from autospec.models import load_smollm2; from autospec.demo import make_draft; "
+            "from autospec.engine import AutoSpec; m, _ = load_smollm2(dtype=torch.bfloat16, device='cpu'); "
+            f"d = make_draft({draft!r}, m); t0 = time.perf_counter(); s = AutoSpec(m, d); "
+            "import json; print(json.dumps({'construct_s': round(time.perf_counter() - t0, 3), "
+            "'prior': s.summary()['prior']}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def engines(setup: dict[str, Any], max_batch_size: int) -> dict[str, Any]:
+    from autospec.engine import AutoSpec
+
+    model = setup["model"]
+    out = {"plain": AutoSpec(model, None, max_batch_size=max_batch_size)}
+    for name, draft in setup["drafts"].items():
+        for k in range(5):
+            out[f"{name}/fixed:{k}"] = AutoSpec(model, draft, controller=f"fixed:{k}", max_batch_size=max_batch_size)
+        out[f"{name}/auto"] = AutoSpec(model, draft, max_batch_size=max_batch_size)     # defaults
+    return out
+
+
+def static_batches(setup: dict[str, Any], size: int) -> list[tuple[Any, Any]]:
+    rows = setup["chat"][: 3 * size]
+    tok = setup["tokenizer"]
+    return [(enc["input_ids"], enc["attention_mask"]) for enc in
+            (tok.pad({"input_ids": rows[i:i + size]}, return_tensors="pt", padding=True) for i in range(0, len(rows), size))]
+
+
+def workload(name: str, setup: dict[str, Any]) -> tuple[int, Callable[[Any], tuple[int, float]]]:
+    """(max_batch_size, run(engine) -> (tokens, seconds))."""
+    pad = setup["tokenizer"].pad_token_id
+    if name == "chat8":
+        def run(engine):
+            result = engine.serve(setup["chat"], max_new_tokens=NEW_TOKENS, eos_token_id=-1, progress=False)
+            return result.num_output_tokens, result.wall_time_s
+        return 8, run
+    if name in ("static1", "static2"):
+        batches = static_batches(setup, int(name[-1]))
+
+        def run(engine):
+            t0 = time.perf_counter()
+            made = 0
+            for ids, mask in batches:
+                out = engine.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=-1,
+                                      pad_token_id=pad, do_sample=False)
+                made += (out.shape[1] - ids.shape[1]) * out.shape[0]
+            return made, time.perf_counter() - t0
+        return 16, run
+    if name == "poisson":
+        def run(engine):
+            result = engine.serve(setup["poisson"], eos_token_id=-1, progress=False)
+            return result.num_output_tokens, result.wall_time_s
+        return 16, run
+    raise ValueError(f"unknown workload {name!r}")
+
+
+class HFGenerate:
+    """HF's own generate as an engine for the static workloads."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def generate(self, ids, attention_mask=None, **kw):
+        return self.model.generate(input_ids=ids, attention_mask=attention_mask, **kw)
+
+
+def choices(engine: Any) -> dict[str, Any]:
+    """spec_len counts per batch size over the engine's recorded steps."""
+    counts: dict[int, Counter] = {}
+    for r in engine.records:
+        counts.setdefault(r.batch_size, Counter())[r.spec_len] += 1
+    return {str(b): dict(sorted(c.items())) for b, c in sorted(counts.items())}
+
+
+def one_round(setup: dict[str, Any], name: str, rng: random.Random) -> dict[str, Any]:
+    max_batch_size, run = workload(name, setup)
+    built = engines(setup, max_batch_size)
+    if name == "static1":
+        built["hf_generate"] = HFGenerate(setup["model"])
+    order = list(built)
+    for draft in setup["drafts"]:
+        order.append(f"{draft}/auto:steady")                    # the auto engine's second call
+    rng.shuffle(order)
+    order.sort(key=lambda k: k.endswith(":steady"))              # a second call after the first
+    tps, picked = {}, {}
+    for key in order:
+        engine = built[key.removesuffix(":steady")]
+        tokens, seconds = run(engine)
+        tps[key] = tokens / seconds
+        if key.endswith("auto") or key.endswith(":steady"):
+            picked[key] = choices(engine)
+    return {"tokens_per_s": tps, "auto_choices": picked}
+
+
+def summarise(rounds: dict[str, list[dict]], drafts: list[str]) -> dict[str, Any]:
+    out = {}
+    for name, runs in rounds.items():
+        for draft in drafts:
+            keys = {b: (b if b == "plain" else f"{draft}/{b}") for b in BASELINES}
+            medians = {b: statistics.median(r["tokens_per_s"][k] for r in runs) for b, k in keys.items()}
+            best = max(medians, key=medians.get)
+            row = {"best_baseline": best, "baseline_median_tps": medians}
+            for auto in ("auto", "auto:steady"):
+                values = [r["tokens_per_s"][f"{draft}/{auto}"] for r in runs]
+                to_best = [v / r["tokens_per_s"][keys[best]] for v, r in zip(values, runs)]
+                to_round_best = [v / max(r["tokens_per_s"][k] for k in keys.values()) for v, r in zip(values, runs)]
+                row[auto] = {"median_tps": statistics.median(values), "ratio_to_best": statistics.median(to_best),
+                             "ratio_to_best_per_round": to_best, "ratio_to_round_best": statistics.median(to_round_best),
+                             "ratio_to_round_best_per_round": to_round_best,
+                             "ratio_to_plain": statistics.median(v / r["tokens_per_s"]["plain"] for v, r in zip(values, runs))}
+            if name == "static1":
+                row["auto_over_hf_generate"] = statistics.median(
+                    r["tokens_per_s"][f"{draft}/auto"] / r["tokens_per_s"]["hf_generate"] for r in runs)
+            row["idle_draft_fixed0_over_plain"] = statistics.median(
+                r["tokens_per_s"][f"{draft}/fixed:0"] / r["tokens_per_s"]["plain"] for r in runs)
+            out[f"{name} {draft}"] = row
+    return out
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    print(f"{'workload / drafter':<20} {'best':>8} {'best tok/s':>10} {'auto/best':>9} {'per round':>28} "
+          f"{'steady':>7} {'/round-best':>11} {'fixed0/plain':>12} {'auto/HF':>8}")
+    for key, row in summary.items():
+        auto = row["auto"]
+        per_round = ", ".join(f"{x:.3f}" for x in auto["ratio_to_best_per_round"])
+        hf = f"{row['auto_over_hf_generate']:.2f}" if "auto_over_hf_generate" in row else ""
+        print(f"{key:<20} {row['best_baseline']:>8} {row['baseline_median_tps'][row['best_baseline']]:>10.1f} "
+              f"{auto['ratio_to_best']:>9.3f} {per_round:>28} {row['auto:steady']['ratio_to_best']:>7.3f} "
+              f"{auto['ratio_to_round_best']:>11.3f} {row['idle_draft_fixed0_over_plain']:>12.3f} {hf:>8}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--drafts", nargs="+", default=["distilled", "ngram"])
+    parser.add_argument("--workloads", nargs="+", default=["chat8", "static1", "static2", "poisson"])
+    parser.add_argument("--poisson-requests", type=int, default=32)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    os.environ["AUTOSPEC_PROFILE_CACHE"] = tempfile.mkdtemp(prefix="autospec-bench-profiles-")   # uncached
+    started = time.perf_counter()
+    setup = load(args)
+    calibration = calibrate_first(setup)
+    for name, c in calibration.items():
+        print(f"calibration {name}: first AutoSpec(...) {c['construct_s']} s ({c['prior']['kind']}, "
+              f"{c['prior']['seconds']} s measuring); second process {c['second_process']['construct_s']} s "
+              f"({c['second_process']['prior']['kind']})", flush=True)
+    workload("chat8", setup)[1](engines(setup, 8)["plain"])      # warm-up
+    rng = random.Random(0)
+    rounds: dict[str, list[dict]] = {name: [] for name in args.workloads}
+    for k in range(args.rounds):
+        for name in args.workloads:
+            rounds[name].append(one_round(setup, name, rng))
+        print(f"round {k + 1} done at {time.perf_counter() - started:.0f} s", flush=True)
+        print_table(summarise(rounds, args.drafts))
+    summary = summarise(rounds, args.drafts)
+    result = {"command": " ".join(sys.argv), "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+              "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "new_tokens": NEW_TOKENS,
+              "calibration": calibration, "summary": summary, "per_round": rounds,
+              "wall_s": round(time.perf_counter() - started, 1)}
+    print_table(summary)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Exploration bounded by what the posterior knows: plausible arms, a time budget, margins, runs,
+and each arm's own acceptance."""
+import numpy as np
+import pytest
+
+from autospec import StepContext
+from autospec.acceptance import ArmAcceptance
+from autospec.controllers import ThompsonController, build_controller
+from tests.conftest import drive, make_record
+
+
+def test_an_arm_predicted_far_below_the_best_is_never_tried(h200):
+    c = ThompsonController(cost_model=h200, seed=0, prior_acceptance=0.05, plausible_z=0.5, explore_fraction=1.0)
+    mean, std, _ = c.posterior(256)
+    best = int(mean.argmax())
+    hopeless = {s for s in range(2, 9) if mean[s] + 0.5 * std[s] < mean[best] - 0.5 * std[best]}
+    assert len(hopeless) >= 3                              # long drafts at batch 256 with acceptance 0.05
+    chosen = drive(c, batch_size=256, steps=400, accepted_at_each_pos=0)    # acceptance only gets worse
+    assert not set(chosen) & hopeless
+    assert len(set(chosen)) >= 2                           # it does explore what is plausible
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.1])
+def test_exploring_under_a_flat_prior_stays_within_its_time_budget(fraction):
+    c = build_controller("thompson", max_spec_len=8, prior="none", seed=1, explore_fraction=fraction)
+    chosen = drive(c, batch_size=1, steps=600, accepted_at_each_pos=1)
+    step_s = 0.011                                         # every drive() step costs 11 ms
+    assert c.explore_cost_s <= fraction * c.run_time_s + step_s
+    assert len(set(chosen)) >= 4                           # it still explores
+
+
+def test_the_switch_margin_keeps_the_shortest_arm_within_it_and_vanishes_at_batch_one(h200):
+    picks = {}
+    for b in (1, 8):
+        c = ThompsonController(cost_model=h200, seed=0, prior_acceptance=0.8, switch_margin=0.5, draw_margin=0.5)
+        mean, _, _ = c.posterior(b)
+        margin = 0.5 * (1 - 1 / b)
+        picks[b] = (c.choose(StepContext(step=0, batch_size=b, max_spec_len=8)), mean)
+        assert picks[b][0] == int(np.flatnonzero(mean >= (1 - margin) * mean.max())[0])
+    assert picks[1][0] == int(np.argmax(picks[1][1]))        # nothing to drain at batch 1: the best arm
+    assert picks[8][0] < int(np.argmax(picks[8][1]))         # at batch 8 a shorter one within the margin
+
+
+def test_an_exploring_draw_is_held_for_min_run_steps_at_its_context(h200):
+    c = build_controller("thompson", max_spec_len=8, prior="none", seed=3, min_run=5, explore_fraction=1.0)
+    chosen = drive(c, batch_size=2, steps=120, accepted_at_each_pos=1)
+    runs, current = [], [chosen[0]]
+    for s in chosen[1:]:
+        if s == current[-1]:
+            current.append(s)
+        else:
+            runs.append(current)
+            current = [s]
+    explored = [r for r in runs[:-1] if r[0] != 0]
+    assert explored and all(len(r) >= 5 for r in explored)
+
+
+def test_each_arm_reads_its_own_acceptance_about_the_pooled_one():
+    arms = ArmAcceptance(4, shrinkage=10.0)
+    pooled = [0.5, 0.5, 0.5, 0.5]
+    for i in range(30):
+        arms.observe(make_record(batch_size=4, spec_len=3, accepted_per_pos=(4, 4, 3), step=i))   # arm 3: easy
+        arms.observe(make_record(batch_size=4, spec_len=2, accepted_per_pos=(1, 0), step=i))      # arm 2: hard
+    rates = arms.rates(pooled)
+    assert rates[3][0] > 0.9 and rates[2][0] < 0.35
+    assert rates[4] == pooled and rates[1] == [0.5]         # never played: the pooled rates
+    low = arms.lower(pooled, [0.05] * 4)
+    assert all(lo < r for lo, r in zip(low[3], rates[3]))
+    draws = [arms.sample(pooled, np.random.default_rng(s))[4][0] for s in range(200)]
+    assert np.std(draws) > 0.02                             # an unplayed arm stays uncertain
+
+
+def test_the_hf_engine_gives_the_bandits_its_own_settings_and_the_user_overrides_them():
+    from autospec import AutoSpec
+    from autospec.engine import ENGINE_CONTROLLER_OPTIONS
+    from tests.backends.tiny_models import tiny_llama
+
+    target = tiny_llama()
+    spec = AutoSpec(target, "ngram", cost_model=None)
+    for option, value in ENGINE_CONTROLLER_OPTIONS.items():
+        assert getattr(spec.controller, option) == value
+    assert AutoSpec(target, "ngram", cost_model=None, min_run=2).controller.min_run == 2
+    assert not hasattr(AutoSpec(target, "ngram", controller="fixed:2").controller, "min_run")
