@@ -111,13 +111,16 @@ class ArmAcceptance:
         self.successes = [[0.0] * s for s in range(max_spec_len + 1)]
 
     def observe(self, record: StepRecord) -> None:
-        """Discount the arm's counts, add the step's, cap its evidence at `max_trials` trials."""
+        """Discount every arm's counts (an arm not played lately reverts to the pooled rates, which
+        follow a drift), add the step's to its arm, cap that arm's evidence at `max_trials` trials."""
+        d = self.discount
+        self.trials = [[t * d for t in row] for row in self.trials]
+        self.successes = [[x * d for x in row] for row in self.successes]
         s = min(record.spec_len, self.max_spec_len)
         if s == 0:
             return
-        d = self.discount
-        trials = [t * d + n for t, n in zip(self.trials[s], record.trials_per_pos())]
-        successes = [x * d + a for x, a in zip(self.successes[s], record.accepted_per_pos)]
+        trials = [t + n for t, n in zip(self.trials[s], record.trials_per_pos())]
+        successes = [x + a for x, a in zip(self.successes[s], record.accepted_per_pos)]
         if trials and trials[0] > self.max_trials:
             scale = self.max_trials / trials[0]
             trials, successes = [t * scale for t in trials], [x * scale for x in successes]
