@@ -51,18 +51,7 @@ class AcceptanceEstimator:
 
     def observe(self, record: StepRecord) -> None:
         """Discount, add the record's per-position counts, cap the evidence (plain floats: fast)."""
-        d = self.discount
-        trials = [t * d for t in self.trials]
-        successes = [x * d for x in self.successes]
-        n = min(record.spec_len, self.max_spec_len)
-        for j, (reached, accepted) in enumerate(zip(record.trials_per_pos()[:n], record.accepted_per_pos[:n])):
-            trials[j] += reached
-            successes[j] += accepted
-        if trials[0] > self.max_trials:
-            scale = self.max_trials / trials[0]
-            trials = [t * scale for t in trials]
-            successes = [x * scale for x in successes]
-        self.trials, self.successes = trials, successes
+        self.trials, self.successes = add_counts(self.trials, self.successes, record, self.discount, self.max_trials)
         self._cache = None
 
     def pooled(self) -> float:
@@ -98,6 +87,21 @@ class AcceptanceEstimator:
         return [min(0.999, m + kappa * s) for m, s in zip(means, stds)]
 
 
+def add_counts(trials: list[float], successes: list[float], record: StepRecord, discount: float,
+               max_trials: float) -> tuple[list[float], list[float]]:
+    """Per-position counts [positions] discounted, plus the record's trials and accepted rows at the
+    positions they cover, scaled down together so position 0 holds at most `max_trials` trials."""
+    trials, successes = [t * discount for t in trials], [x * discount for x in successes]
+    n = min(record.spec_len, len(trials))
+    for j, (reached, accepted) in enumerate(zip(record.trials_per_pos()[:n], record.accepted_per_pos[:n])):
+        trials[j] += reached
+        successes[j] += accepted
+    if trials and trials[0] > max_trials:
+        scale = max_trials / trials[0]
+        trials, successes = [t * scale for t in trials], [x * scale for x in successes]
+    return trials, successes
+
+
 class ArmAcceptance:
     """Per-arm (spec_len) conditional acceptance per position, shrunk towards pooled rates."""
 
@@ -117,14 +121,9 @@ class ArmAcceptance:
         self.trials = [[t * d for t in row] for row in self.trials]
         self.successes = [[x * d for x in row] for row in self.successes]
         s = min(record.spec_len, self.max_spec_len)
-        if s == 0:
-            return
-        trials = [t + n for t, n in zip(self.trials[s], record.trials_per_pos())]
-        successes = [x + a for x, a in zip(self.successes[s], record.accepted_per_pos)]
-        if trials and trials[0] > self.max_trials:
-            scale = self.max_trials / trials[0]
-            trials, successes = [t * scale for t in trials], [x * scale for x in successes]
-        self.trials[s], self.successes[s] = trials, successes
+        if s:
+            self.trials[s], self.successes[s] = add_counts(self.trials[s], self.successes[s], record, 1.0,
+                                                           self.max_trials)
 
     def rates(self, pooled: list[float]) -> list[list[float]]:
         """[arm][position] rates: the arm's own counts plus `shrinkage` pseudo-trials at `pooled`."""
@@ -149,11 +148,13 @@ class ArmAcceptance:
             out.append([min(0.999, max(0.001, r + shift)) for r in rates])
         return out
 
-    def lower(self, pooled: list[float], pooled_stds: list[float]) -> list[list[float]]:
-        """[arm][position] rates one standard deviation low (the arm's evidence and the pooled one's)."""
+    def lower(self, pooled: list[float], pooled_stds: list[float],
+              rates: list[list[float]] | None = None) -> list[list[float]]:
+        """[arm][position] rates one standard deviation low (the arm's evidence and the pooled one's);
+        `rates`: `self.rates(pooled)` when the caller has it already."""
         k = self.shrinkage
         out = []
-        for s, rates in enumerate(self.rates(pooled)):
+        for s, rates in enumerate(rates if rates is not None else self.rates(pooled)):
             arm_var = self.arm_std**2 * k / (self.trials[s][0] + k) if s else 0.0
             out.append([max(0.0, r - math.sqrt(r * (1.0 - r) / (t + k + 1.0) + (k * sd / (t + k)) ** 2 + arm_var))
                         for r, t, sd in zip(rates, self.trials[s], pooled_stds)])

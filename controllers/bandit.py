@@ -331,8 +331,10 @@ class BanditController(BaseController):
             measured = n > 1e-3
             return b * mean, np.where(measured, b * std, np.inf), measured
         mean_c, std_c = self.arms.correction(b)
-        mean = self.arms.values(b, self.arm_rates(self._rates()), mean_c)
-        low_rates = self.arm_acceptance.lower(self._rates(), self.acceptance.stds()[: self.max_spec_len])
+        pooled = self._rates()
+        rates = self.arm_rates(pooled)
+        mean = self.arms.values(b, rates, mean_c)
+        low_rates = self.arm_acceptance.lower(pooled, self.acceptance.stds()[: self.max_spec_len], rates)
         tokens_rel = 1.0 - self.arms.values(b, low_rates, mean_c) / mean
         rel_std = np.sqrt(tokens_rel**2 + np.square(std_c))
         return mean, mean * rel_std, np.ones(len(mean), dtype=bool)
