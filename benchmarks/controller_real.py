@@ -6,7 +6,8 @@
 SmolLM2-135M-Instruct in bfloat16 on this machine's CPU, greedy, EOS ignored (every engine makes
 the same tokens; only time differs). Workloads:
 - chat8: 16 shipped chat prompts of 37-49 tokens, 64 new tokens each, `serve()` with max_batch_size=8;
-- static1 / static2: `generate()` on 3 batches of 1 / 2 of those prompts (left-padded), 64 new tokens;
+- static1 / static2: `generate()` on 6 batches of 1 / 4 batches of 2 of those prompts (left-padded),
+  64 new tokens;
 - poisson: the demo's workload (shipped prompts, budgets 24..96, Poisson arrivals at 6 requests/s;
   32 requests here), `serve()` with the default max_batch_size=16.
 Engines: `AutoSpec(model, None)` (plain decoding on autospec's engine), and per drafter (the shipped
@@ -14,9 +15,13 @@ distilled draft, n-gram lookup) every `fixed:k` for k = 0..4 and `auto` with def
 (no cost model passed: the engine finds or calibrates its prior). HF's own `model.generate` runs
 static1 too. The profile cache starts empty ($AUTOSPEC_PROFILE_CACHE set to a fresh folder), so
 the first `AutoSpec(model, draft)` per drafter calibrates: its time is reported, and a second process
-loading the cached profile is timed. Every round builds fresh engines for each workload and runs
-them in a fresh random order: `auto` is measured on its first call ("auto") and again on a second
-call of the same engine ("auto:steady"). The ratio reported per workload and drafter is auto's
+loading the cached profile is timed. Every round builds fresh engines for each workload; a workload
+is a list of calls (one `serve()`, or one `generate()` per static batch) and each call is run on
+every engine in a fresh random order before the next call, so the machine's drift between minutes
+falls on all engines alike (each engine still sees its calls in order). `auto` is measured on its
+first pass ("auto") and again on a second pass of the same engine ("auto:steady", paired with a
+second pass of plain decoding and scaled by plain's speed ratio between the passes). `--variant
+NAME=JSON` adds `auto` engines with controller options (`{draft}/auto@NAME`), for tuning. The ratio reported per workload and drafter is auto's
 tokens/s over the baseline that is best by median over the rounds ({plain, fixed:1..4}), per round,
 and its median; also the per-round ratio to that round's best baseline (stricter: a max of noisy values).
 Writes JSON and prints a table.
@@ -80,7 +85,7 @@ def second_process_load(draft: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def engines(setup: dict[str, Any], max_batch_size: int) -> dict[str, Any]:
+def engines(setup: dict[str, Any], max_batch_size: int, variants: dict[str, dict]) -> dict[str, Any]:
     from autospec.engine import AutoSpec
 
     model = setup["model"]
@@ -89,42 +94,47 @@ def engines(setup: dict[str, Any], max_batch_size: int) -> dict[str, Any]:
         for k in range(5):
             out[f"{name}/fixed:{k}"] = AutoSpec(model, draft, controller=f"fixed:{k}", max_batch_size=max_batch_size)
         out[f"{name}/auto"] = AutoSpec(model, draft, max_batch_size=max_batch_size)     # defaults
+        for tag, options in variants.items():
+            out[f"{name}/auto@{tag}"] = AutoSpec(model, draft, max_batch_size=max_batch_size, **options)
     return out
 
 
-def static_batches(setup: dict[str, Any], size: int) -> list[tuple[Any, Any]]:
-    rows = setup["chat"][: 3 * size]
+def static_batches(setup: dict[str, Any], size: int, count: int) -> list[tuple[Any, Any]]:
+    rows = setup["chat"][: count * size]
     tok = setup["tokenizer"]
     return [(enc["input_ids"], enc["attention_mask"]) for enc in
             (tok.pad({"input_ids": rows[i:i + size]}, return_tensors="pt", padding=True) for i in range(0, len(rows), size))]
 
 
-def workload(name: str, setup: dict[str, Any]) -> tuple[int, Callable[[Any], tuple[int, float]]]:
-    """(max_batch_size, run(engine) -> (tokens, seconds))."""
-    pad = setup["tokenizer"].pad_token_id
-    if name == "chat8":
-        def run(engine):
-            result = engine.serve(setup["chat"], max_new_tokens=NEW_TOKENS, eos_token_id=-1, progress=False)
-            return result.num_output_tokens, result.wall_time_s
-        return 8, run
-    if name in ("static1", "static2"):
-        batches = static_batches(setup, int(name[-1]))
+Call = Callable[[Any], tuple[int, float]]
+STATIC_CALLS = {"static1": (1, 6), "static2": (2, 4)}        # (batch size, number of generate calls)
 
-        def run(engine):
-            t0 = time.perf_counter()
-            made = 0
-            for ids, mask in batches:
-                out = engine.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=-1,
-                                      pad_token_id=pad, do_sample=False)
-                made += (out.shape[1] - ids.shape[1]) * out.shape[0]
-            return made, time.perf_counter() - t0
-        return 16, run
+
+def workload(name: str, setup: dict[str, Any]) -> tuple[int, list[Call]]:
+    """(max_batch_size, the workload's calls: run(engine) -> (tokens, seconds))."""
+    if name == "chat8":
+        return 8, [lambda engine: served(engine.serve(setup["chat"], max_new_tokens=NEW_TOKENS, eos_token_id=-1,
+                                                      progress=False))]
+    if name in STATIC_CALLS:
+        return 16, [generate_call(setup, ids, mask) for ids, mask in static_batches(setup, *STATIC_CALLS[name])]
     if name == "poisson":
-        def run(engine):
-            result = engine.serve(setup["poisson"], eos_token_id=-1, progress=False)
-            return result.num_output_tokens, result.wall_time_s
-        return 16, run
+        return 16, [lambda engine: served(engine.serve(setup["poisson"], eos_token_id=-1, progress=False))]
     raise ValueError(f"unknown workload {name!r}")
+
+
+def served(result: Any) -> tuple[int, float]:
+    return result.num_output_tokens, result.wall_time_s
+
+
+def generate_call(setup: dict[str, Any], ids: Any, mask: Any) -> Call:
+    pad = setup["tokenizer"].pad_token_id
+
+    def run(engine):
+        t0 = time.perf_counter()
+        out = engine.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=-1,
+                              pad_token_id=pad, do_sample=False)
+        return (out.shape[1] - ids.shape[1]) * out.shape[0], time.perf_counter() - t0
+    return run
 
 
 class HFGenerate:
@@ -145,23 +155,32 @@ def choices(engine: Any) -> dict[str, Any]:
     return {str(b): dict(sorted(c.items())) for b, c in sorted(counts.items())}
 
 
-def one_round(setup: dict[str, Any], name: str, rng: random.Random) -> dict[str, Any]:
-    max_batch_size, run = workload(name, setup)
-    built = engines(setup, max_batch_size)
+def is_auto(key: str) -> bool:
+    return "/auto" in key
+
+
+def interleaved(built: dict[str, Any], keys: list[str], calls: list[Call], rng: random.Random) -> dict[str, float]:
+    """tokens/s per key over all calls, each call run on every key (random order) before the next."""
+    tokens = dict.fromkeys(keys, 0)
+    seconds = dict.fromkeys(keys, 0.0)
+    for call in calls:
+        for key in rng.sample(keys, len(keys)):
+            made, took = call(built[key.removesuffix(":steady")])
+            tokens[key] += made
+            seconds[key] += took
+    return {key: tokens[key] / seconds[key] for key in keys}
+
+
+def one_round(setup: dict[str, Any], name: str, rng: random.Random, variants: dict[str, dict]) -> dict[str, Any]:
+    max_batch_size, calls = workload(name, setup)
+    built = engines(setup, max_batch_size, variants)
     if name == "static1":
         built["hf_generate"] = HFGenerate(setup["model"])
-    order = list(built)
-    for draft in setup["drafts"]:
-        order.append(f"{draft}/auto:steady")                    # the auto engine's second call
-    rng.shuffle(order)
-    order.sort(key=lambda k: k.endswith(":steady"))              # a second call after the first
-    tps, picked = {}, {}
-    for key in order:
-        engine = built[key.removesuffix(":steady")]
-        tokens, seconds = run(engine)
-        tps[key] = tokens / seconds
-        if key.endswith("auto") or key.endswith(":steady"):
-            picked[key] = choices(engine)
+    tps = interleaved(built, list(built), calls, rng)
+    picked = {key: choices(built[key]) for key in built if is_auto(key)}
+    steady = [f"{key}:steady" for key in built if is_auto(key)]             # the auto engines' second pass,
+    tps.update(interleaved(built, [*steady, "plain:steady"], calls, rng))     # paired with plain's
+    picked.update({key: choices(built[key.removesuffix(":steady")]) for key in steady})
     return {"tokens_per_s": tps, "auto_choices": picked}
 
 
@@ -173,8 +192,8 @@ def summarise(rounds: dict[str, list[dict]], drafts: list[str]) -> dict[str, Any
             medians = {b: statistics.median(r["tokens_per_s"][k] for r in runs) for b, k in keys.items()}
             best = max(medians, key=medians.get)
             row = {"best_baseline": best, "baseline_median_tps": medians}
-            for auto in ("auto", "auto:steady"):
-                values = [r["tokens_per_s"][f"{draft}/{auto}"] for r in runs]
+            for auto in auto_names(runs, draft):
+                values = [r["tokens_per_s"][f"{draft}/{auto}"] / pass_scale(r, auto) for r in runs]
                 to_best = [v / r["tokens_per_s"][keys[best]] for v, r in zip(values, runs)]
                 to_round_best = [v / max(r["tokens_per_s"][k] for k in keys.values()) for v, r in zip(values, runs)]
                 row[auto] = {"median_tps": statistics.median(values), "ratio_to_best": statistics.median(to_best),
@@ -190,16 +209,31 @@ def summarise(rounds: dict[str, list[dict]], drafts: list[str]) -> dict[str, Any
     return out
 
 
+def pass_scale(run: dict, auto: str) -> float:
+    """1 for the first pass; for a second (":steady") pass, plain's speed then over its first-pass
+    speed, so a steady value is compared with the baselines at the machine's speed of its own pass."""
+    tps = run["tokens_per_s"]
+    return tps["plain:steady"] / tps["plain"] if auto.endswith(":steady") else 1.0
+
+
+def auto_names(runs: list[dict], draft: str) -> list[str]:
+    """'auto', 'auto:steady' and each variant's pair, as measured for `draft`."""
+    prefix = f"{draft}/"
+    return sorted(k.removeprefix(prefix) for k in runs[0]["tokens_per_s"] if k.startswith(prefix) and is_auto(k))
+
+
 def print_table(summary: dict[str, Any]) -> None:
-    print(f"{'workload / drafter':<20} {'best':>8} {'best tok/s':>10} {'auto/best':>9} {'per round':>28} "
-          f"{'steady':>7} {'/round-best':>11} {'fixed0/plain':>12} {'auto/HF':>8}")
+    print(f"{'workload / drafter':<20} {'engine':<14} {'best':>8} {'best tok/s':>10} {'x/best':>7} {'per round':>34} "
+          f"{'/round-best':>11} {'fixed0/plain':>12} {'auto/HF':>8}")
     for key, row in summary.items():
-        auto = row["auto"]
-        per_round = ", ".join(f"{x:.3f}" for x in auto["ratio_to_best_per_round"])
         hf = f"{row['auto_over_hf_generate']:.2f}" if "auto_over_hf_generate" in row else ""
-        print(f"{key:<20} {row['best_baseline']:>8} {row['baseline_median_tps'][row['best_baseline']]:>10.1f} "
-              f"{auto['ratio_to_best']:>9.3f} {per_round:>28} {row['auto:steady']['ratio_to_best']:>7.3f} "
-              f"{auto['ratio_to_round_best']:>11.3f} {row['idle_draft_fixed0_over_plain']:>12.3f} {hf:>8}")
+        for auto in [k for k in row if k.startswith("auto") and k != "auto_over_hf_generate"]:
+            ratios = row[auto]
+            per_round = ", ".join(f"{x:.3f}" for x in ratios["ratio_to_best_per_round"])
+            print(f"{key:<20} {auto:<14} {row['best_baseline']:>8} "
+                  f"{row['baseline_median_tps'][row['best_baseline']]:>10.1f} {ratios['ratio_to_best']:>7.3f} "
+                  f"{per_round:>34} {ratios['ratio_to_round_best']:>11.3f} "
+                  f"{row['idle_draft_fixed0_over_plain']:>12.3f} {hf if auto == 'auto' else '':>8}")
 
 
 def main() -> None:
@@ -208,8 +242,11 @@ def main() -> None:
     parser.add_argument("--drafts", nargs="+", default=["distilled", "ngram"])
     parser.add_argument("--workloads", nargs="+", default=["chat8", "static1", "static2", "poisson"])
     parser.add_argument("--poisson-requests", type=int, default=32)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="an extra auto engine with these controller options, e.g. low='{\"explore_fraction\": 0.01}'")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    variants = {tag: json.loads(options) for tag, options in (v.split("=", 1) for v in args.variant)}
     os.environ["AUTOSPEC_PROFILE_CACHE"] = tempfile.mkdtemp(prefix="autospec-bench-profiles-")   # uncached
     started = time.perf_counter()
     setup = load(args)
@@ -218,17 +255,18 @@ def main() -> None:
         print(f"calibration {name}: first AutoSpec(...) {c['construct_s']} s ({c['prior']['kind']}, "
               f"{c['prior']['seconds']} s measuring); second process {c['second_process']['construct_s']} s "
               f"({c['second_process']['prior']['kind']})", flush=True)
-    workload("chat8", setup)[1](engines(setup, 8)["plain"])      # warm-up
+    workload("chat8", setup)[1][0](engines(setup, 8, {})["plain"])      # warm-up
     rng = random.Random(0)
     rounds: dict[str, list[dict]] = {name: [] for name in args.workloads}
     for k in range(args.rounds):
         for name in args.workloads:
-            rounds[name].append(one_round(setup, name, rng))
+            rounds[name].append(one_round(setup, name, rng, variants))
         print(f"round {k + 1} done at {time.perf_counter() - started:.0f} s", flush=True)
         print_table(summarise(rounds, args.drafts))
     summary = summarise(rounds, args.drafts)
     result = {"command": " ".join(sys.argv), "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
               "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "new_tokens": NEW_TOKENS,
+              "variants": variants,
               "calibration": calibration, "summary": summary, "per_round": rounds,
               "wall_s": round(time.perf_counter() - started, 1)}
     print_table(summary)
