@@ -29,6 +29,6 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "AutoSpec":
-        from autospec.engine import AutoSpec
+        from autospec.entrypoints.engine import AutoSpec
         return AutoSpec
     raise AttributeError(f"module 'autospec' has no attribute {name!r}")

@@ -19,10 +19,14 @@ Contract:
   (SmolLM2 + its distilled draft at batch 1: first-position acceptance 0.46 at spec_len 2, 0.67 at
   3 on the same prompts). `rates(pooled)` reads each arm's own evidence plus `shrinkage`
   pseudo-trials of the pooled rates (an arm never played reads as the pooled estimate).
+- `acceptance_from_records(records, max_spec_len)`: the offline view of a finished run (per-position
+  rates with the Jeffreys prior, counts, the pooled per-token rate, draft coverage), used by the
+  profiler, `autospec plan --from-run` and `autospec distill`.
 """
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -159,3 +163,63 @@ class ArmAcceptance:
             out.append([max(0.0, r - math.sqrt(r * (1.0 - r) / (t + k + 1.0) + (k * sd / (t + k)) ** 2 + arm_var))
                         for r, t, sd in zip(rates, self.trials[s], pooled_stds)])
         return out
+
+
+class PositionCounts:
+    """Rows that reached and rows accepted at each draft position, summed over step records: the one
+    count every offline view of acceptance derives from (`acceptance_from_records`, the summary,
+    the dashboard). It grows with the longest spec_len seen; `add` is O(spec_len)."""
+
+    def __init__(self) -> None:
+        self.trials: list[int] = []
+        self.accepted: list[int] = []
+
+    def add(self, record: StepRecord) -> None:
+        grow = record.spec_len - len(self.trials)
+        if grow > 0:
+            self.trials += [0] * grow
+            self.accepted += [0] * grow
+        for j, (t, a) in enumerate(zip(record.trials_per_pos(), record.accepted_per_pos)):
+            self.trials[j] += t
+            self.accepted[j] += a
+
+    write = add                                       # a PositionCounts is a sink
+
+    def rates(self) -> list[float | None]:
+        """Accepted over reached per position (None where no row reached it)."""
+        return [a / t if t else None for a, t in zip(self.accepted, self.trials)]
+
+    def padded(self, length: int) -> tuple[list[int], list[int]]:
+        """(trials, accepted) cut or zero-padded to `length` positions."""
+        pad = [0] * max(0, length - len(self.trials))
+        return (self.trials + pad)[:length], (self.accepted + pad)[:length]
+
+
+def acceptance_from_records(records: Sequence[StepRecord], max_spec_len: int) -> dict[str, Any]:
+    """Per-position conditional acceptance from step records: rows accepted at j over rows that reached j,
+    with the Jeffreys prior (+0.5, +1) so a position seen a few times never reads as certain; and
+    `per_token`, all positions pooled (accepted drafts over drafts that were reached: the i.i.d.
+    acceptance rate's maximum-likelihood estimate)."""
+    counts = PositionCounts()
+    for r in records:
+        counts.add(r)
+    trials, accepted = counts.padded(max_spec_len)
+    rates = [(a + 0.5) / (t + 1.0) if t else None for a, t in zip(accepted, trials)]  # Jeffreys: never 0 or 1
+    last = next((r for r in rates if r is not None), 0.0)
+    filled = []
+    for r in rates:
+        last = r if r is not None else last
+        filled.append(round(last, 4))
+    return {"per_pos": filled, "trials_per_pos": trials, "accepted_per_pos": accepted, "steps": len(records),
+            "per_token": round(sum(accepted) / sum(trials), 4) if sum(trials) else None,
+            "coverage_per_pos": draft_coverage(records, max_spec_len)}
+
+
+def draft_coverage(records: Sequence[StepRecord], max_spec_len: int) -> list[float]:
+    """[max_spec_len] fraction of rows whose drafter proposed at least j + 1 tokens."""
+    drafted, rows = [0] * max_spec_len, [0] * max_spec_len
+    for r in records:
+        for j, n in enumerate(r.rows_drafted_per_pos[:max_spec_len]):
+            drafted[j] += n
+            rows[j] += r.batch_size
+    return [round(d / n, 4) if n else 1.0 for d, n in zip(drafted, rows)]

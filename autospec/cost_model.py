@@ -27,14 +27,15 @@ import bisect
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from loguru import logger
-from sklearn.linear_model import LinearRegression
-from sklearn.model_selection import KFold
 
 from autospec.profiles import Cells, Profile, load_profile
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LinearRegression
 
 Acceptance = float | Sequence[float]
 TOKEN_KNOTS = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -109,6 +110,8 @@ class StepTimeFit:
         self.model = self._fit(b, q, ms)
 
     def _fit(self, b: np.ndarray, q: np.ndarray, ms: np.ndarray) -> LinearRegression:
+        from sklearn.linear_model import LinearRegression       # on first fit: `import autospec` stays light
+
         return LinearRegression().fit(_features(b, q, self.knots), ms, sample_weight=1.0 / ms**2)
 
     def coefficients(self) -> dict[str, float]:
@@ -122,6 +125,8 @@ class StepTimeFit:
 
     def cv_error(self, folds: int = 5, seed: int = 0) -> dict[str, float]:
         """Held-out absolute percentage error over `folds` random splits of the measured cells."""
+        from sklearn.model_selection import KFold
+
         folds = min(folds, len(self._ms))
         errors: list[float] = []
         for train, test in KFold(folds, shuffle=True, random_state=seed).split(self._ms):

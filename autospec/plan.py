@@ -1,9 +1,8 @@
-"""`autospec plan`: the best spec_len per batch size from a profile, and its export to engines.
+"""Planning: the best spec_len per batch size from a cost model and an acceptance (pure: no models
+run; the `autospec plan` command is `autospec.entrypoints.plan`).
 
 Contract:
-- Acceptance comes from `--acceptance A` (i.i.d., in (0, 1)), else from `--from-run` (per-position
-  rates estimated from a run's step log), else from the profile's measured per-position rates;
-  with none of them the command says so.
+- `acceptance_from_run` estimates per-position rates from a run's step log (`autospec.acceptance`).
 - `plan_rows` gives, per batch size, the spec_len with the highest modelled goodput, that goodput,
   the speedup over spec_len 0 and the spec_lens within `margin` of the best (near-ties).
   Batch sizes outside the profile's measured range are planned from the fitted model with a
@@ -12,13 +11,11 @@ Contract:
   contiguous ranges and merges a range into its neighbour whenever the neighbour's spec_len is
   within `margin` of the best goodput at every batch size of the range, so an engine never
   flips spec_len between adjacent batch sizes for a gain smaller than the margin.
-- With `--from-run`, each row also shows the spec_len the online controller settled on (the
+- `converged_spec_lens`: per batch size, the spec_len the online controller settled on in a run (the
   most frequent one over the last half of the steps at that batch size).
 """
 from __future__ import annotations
 
-import argparse
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +24,9 @@ from typing import Sequence
 import numpy as np
 from loguru import logger
 
-from autospec.cli import subcommand
+from autospec.acceptance import acceptance_from_records
 from autospec.cost_model import CostModel, validate_acceptance
-from autospec.export import ENGINES, ExportError, Ranges, check_ranges, to_sglang, to_trtllm, to_vllm, validate_file
+from autospec.export import Ranges, check_ranges
 from autospec.types import StepRecord
 
 DEFAULT_MARGIN = 0.02
@@ -141,59 +138,13 @@ def load_run_records(path: Path) -> list[StepRecord]:
     return read_steps(path / STEPS_FILE if path.is_dir() else path)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True, help="shipped profile name or profile YAML")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--acceptance", type=float, help="i.i.d. acceptance rate in (0, 1)")
-    source.add_argument("--from-run", type=Path, help="a run folder or steps.jsonl: acceptance and converged spec_lens")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="rows to print (default: the profile's)")
-    p.add_argument("--max-batch-size", type=int, default=None, help="export ranges up to here (default: largest measured)")
-    p.add_argument("--max-spec-len", type=int, default=8)
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="goodput margin for near-ties and range merging")
-    p.add_argument("--export", choices=ENGINES, default=None)
-    p.add_argument("--method", default="draft_model", help="vLLM speculative method written in the export")
-    p.add_argument("--draft-model", default=None, help="draft model name written in the vLLM export")
-    p.add_argument("--out", type=Path, default=None, help="write the export here (default: print it)")
-
-
 def acceptance_from_run(path: Path, max_spec_len: int) -> tuple[np.ndarray, list[StepRecord]]:
     """[max_spec_len] per-position rates estimated from a run's step log, and its records."""
-    from autospec.profiler import acceptance_from_records
     records = load_run_records(path)
     measured = acceptance_from_records(records, max_spec_len)
     if not any(measured["trials_per_pos"]):
         raise ValueError(f"run {path} never speculated: no acceptance to plan with; give --acceptance")
     return acceptance_vector(measured["per_pos"], max_spec_len), records
-
-
-def resolve_acceptance(args: argparse.Namespace, model: CostModel) -> tuple[np.ndarray, list[StepRecord]]:
-    records: list[StepRecord] = []
-    if args.acceptance is not None:
-        return acceptance_vector(args.acceptance, args.max_spec_len), records
-    if args.from_run is not None:
-        return acceptance_from_run(args.from_run, args.max_spec_len)
-    if model.profile.acceptance_per_pos:
-        return acceptance_vector(model.profile.acceptance_per_pos, args.max_spec_len), records
-    raise ValueError(f"profile {model.name} has no measured acceptance: give --acceptance A or --from-run RUN")
-
-
-def run_plan(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.margin < 0.5:
-        raise ValueError(f"--margin must be in [0, 0.5), got {args.margin}")
-    if not 1 <= args.max_spec_len <= 32:
-        raise ValueError(f"--max-spec-len must be in 1..32, got {args.max_spec_len}")
-    model = CostModel.from_profile(args.profile)
-    acceptance, records = resolve_acceptance(args, model)
-    batch_sizes = args.batch_sizes or (sorted({r.batch_size for r in records}) if records else model.profile.batch_sizes)
-    rows = plan_rows(model, acceptance, batch_sizes, args.max_spec_len, args.margin)
-    for b, s in converged_spec_lens(records).items():
-        for row in rows:
-            if row.batch_size == b:
-                row.converged_spec_len = s
-    print(format_plan(model, acceptance, rows))
-    if args.export:
-        print(write_export(args, model, acceptance))
-    return 0
 
 
 def format_plan(model: CostModel, acceptance: np.ndarray, rows: list[PlanRow]) -> str:
@@ -204,41 +155,3 @@ def format_plan(model: CostModel, acceptance: np.ndarray, rows: list[PlanRow]) -
         near = ",".join(map(str, r.near_best))
         lines.append(f"{r.batch_size:>6}{r.spec_len:>10}{r.goodput_tps:>15.1f}{r.speedup:>14.2f}x{near:>14}{chose:>11}")
     return "\n".join(lines)
-
-
-def write_export(args: argparse.Namespace, model: CostModel, acceptance: np.ndarray) -> str:
-    max_batch = args.max_batch_size or model.profile.batch_sizes[-1]
-    ranges = policy_ranges(model, acceptance, max_batch, args.max_spec_len, args.margin)
-    if args.export == "vllm":
-        document = to_vllm(ranges, method=args.method, model=args.draft_model)
-    elif args.export == "sglang":
-        near = {lo: plan_rows(model, acceptance, [lo], args.max_spec_len, args.margin)[0].near_best for lo, _, _ in ranges}
-        document = to_sglang(ranges, near)
-    else:
-        document = to_trtllm(ranges)
-    text = json.dumps(document, indent=1)
-    validate_file(text, args.export)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        return f"wrote {args.export} policy ({len(ranges)} ranges) to {args.out}"
-    return text
-
-
-def add_check_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", type=Path)
-    p.add_argument("--engine", choices=ENGINES, required=True)
-
-
-def run_check(args: argparse.Namespace) -> int:
-    try:
-        result = validate_file(args.file.read_text(encoding="utf-8"), args.engine)
-    except ExportError as exc:
-        print(f"{args.file}: rejected for {args.engine}: {exc}")
-        return 1
-    print(f"{args.file}: valid {args.engine} policy: {result}")
-    return 0
-
-
-subcommand("plan")((add_arguments, run_plan))
-subcommand("check-export")((add_check_arguments, run_check))

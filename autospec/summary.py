@@ -4,7 +4,8 @@ Contract: goodput is total emitted tokens over total step time (never a mean of 
 ratios); `warmup_steps` leading steps are left out; `per_batch_size` groups steps by batch size;
 `oracle_goodput_tps` (when the records carry the oracle's per-step expected goodput) is the
 step-time-weighted mean of it, so `goodput_tps / oracle_goodput_tps` reads as a fraction.
-`RunningSummary` gives the same dict updated one record at a time (constant memory).
+`acceptance_per_pos` is `autospec.acceptance.PositionCounts`' rates (None where no row reached a
+position). `RunningSummary` gives the same dict updated one record at a time (constant memory).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from autospec.acceptance import PositionCounts
 from autospec.types import StepRecord
 
 
@@ -36,6 +38,7 @@ class _Totals:
     oracle_steps: int = 0
     oracle_weighted: float = 0.0
     spec_len_counts: Counter = field(default_factory=Counter)
+    positions: PositionCounts = field(default_factory=PositionCounts)
 
     def add(self, r: StepRecord) -> None:
         self.steps += 1
@@ -46,6 +49,7 @@ class _Totals:
         self.rows += r.batch_size
         self.spec_len_sum += r.spec_len
         self.spec_len_counts[r.spec_len] += 1
+        self.positions.add(r)
         if r.oracle_goodput_tps is not None:
             self.oracle_steps += 1
             self.oracle_weighted += r.oracle_goodput_tps * r.step_time_s
@@ -55,8 +59,9 @@ class _Totals:
             "steps": self.steps,
             "goodput_tps": self.tokens / self.time_s if self.time_s > 0 else 0.0,
             "mean_spec_len": self.spec_len_sum / self.steps if self.steps else math.nan,
-            "acceptance_length": self.tokens / self.rows if self.rows else math.nan,
+            "tokens_per_target_pass": self.tokens / self.rows if self.rows else math.nan,
             "acceptance_rate": self.accepted / self.drafted if self.drafted else math.nan,
+            "acceptance_per_pos": [None if a is None else round(a, 4) for a in self.positions.rates()],
             "num_emitted_tokens": self.tokens,
             "time_s": self.time_s,
         }

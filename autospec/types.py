@@ -5,7 +5,10 @@ Contract:
 - `StepRecord` is what one speculative step did and cost. One record is one line of
   `runs/<name>/steps.jsonl`, the format the dashboard, the CLI and every tool read. Derived
   quantities (`step_time_s`, `num_emitted_tokens`, `goodput_tps`, `acceptance_rate`,
-  `acceptance_length`) are properties, written to JSON for readers, ignored when reading back.
+  `tokens_per_target_pass`) are properties, written to JSON for readers, ignored when reading back.
+  `verified_width` (tokens per row in the target's verify forward) and `rows_drafted_per_pos`
+  (rows whose drafter proposed at least j + 1 tokens) are fields; left out (None) they are what a
+  drafter that always proposes spec_len tokens gives: spec_len + 1 and batch_size per position.
 - Both are frozen: nothing downstream may change what was measured.
 """
 from __future__ import annotations
@@ -34,7 +37,7 @@ REQUIRED_FIELDS = (
     "accepted_per_pos", "draft_time_s", "verify_time_s", "controller",
 )
 DERIVED_FIELDS = (
-    "step_time_s", "num_emitted_tokens", "goodput_tps", "acceptance_rate", "acceptance_length",
+    "step_time_s", "num_emitted_tokens", "goodput_tps", "acceptance_rate", "tokens_per_target_pass",
 )
 
 
@@ -63,7 +66,15 @@ class StepRecord:
     time_s: float = 0.0
     mean_context_len: float = 0.0
     oracle_goodput_tps: float | None = None
+    verified_width: int | None = None
+    rows_drafted_per_pos: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verified_width is None:
+            object.__setattr__(self, "verified_width", self.spec_len + 1)
+        drafted = (self.batch_size,) * self.spec_len if self.rows_drafted_per_pos is None else self.rows_drafted_per_pos
+        object.__setattr__(self, "rows_drafted_per_pos", tuple(drafted))
 
     @property
     def step_time_s(self) -> float:
@@ -84,7 +95,7 @@ class StepRecord:
         return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else math.nan
 
     @property
-    def acceptance_length(self) -> float:
+    def tokens_per_target_pass(self) -> float:
         """Tokens emitted per row per target pass (1 + accepted per row, as vLLM reports it)."""
         return self.num_emitted_tokens / self.batch_size if self.batch_size else 0.0
 
@@ -95,6 +106,7 @@ class StepRecord:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["accepted_per_pos"] = list(self.accepted_per_pos)
+        d["rows_drafted_per_pos"] = list(self.rows_drafted_per_pos or ())
         for name in DERIVED_FIELDS:
             value = getattr(self, name)
             d[name] = None if isinstance(value, float) and math.isnan(value) else value
@@ -112,6 +124,12 @@ class StepRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         kwargs["accepted_per_pos"] = tuple(kwargs["accepted_per_pos"])
+        extra = kwargs.get("extra") or {}
+        for name, old in (("verified_width", "verify_q"), ("rows_drafted_per_pos", "rows_drafted_per_pos")):
+            if kwargs.get(name) is None and old in extra:            # logs written before these were fields
+                kwargs[name] = extra[old]
+        if kwargs.get("rows_drafted_per_pos") is not None:
+            kwargs["rows_drafted_per_pos"] = tuple(kwargs["rows_drafted_per_pos"])
         return cls(**kwargs)
 
 

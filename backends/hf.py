@@ -439,7 +439,7 @@ class HFBackend:
                           accepted_per_pos=tuple(_rows_beyond(accepted_list, spec_len)), draft_time_s=0.0,
                           verify_time_s=0.0, controller="", num_bonus_tokens=bonus_rows,
                           mean_context_len=sum(len(r.tokens) for r in self.rows) / len(self.rows),
-                          extra={"verify_q": q, "rows_drafted_per_pos": _rows_beyond(num_drafts, spec_len)})
+                          verified_width=q, rows_drafted_per_pos=tuple(_rows_beyond(num_drafts, spec_len)))
 
 
 def _rows_beyond(counts: list[int], spec_len: int) -> list[int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from autospec.backends import AcceptanceSpec, Workload
-from autospec.compare import SimSetup, compare, cost_model_for, make_backend
+from autospec.entrypoints.compare import SimSetup, compare, cost_model_for, make_backend
 from autospec.controllers import build_controller
 from autospec.loop import run_step
 

@@ -49,8 +49,10 @@ BASELINES = ["plain", "fixed:1", "fixed:2", "fixed:3", "fixed:4"]
 def load(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from autospec.demo import build_requests, make_draft
-    from autospec.models import load_smollm2
+    from autospec.backends.draft_model import make_draft
+
+    from autospec.entrypoints.demo import build_requests
+    from autospec.backends.models import load_smollm2
     from autospec.prompts import chat_token_ids, load_prompts
 
     torch.manual_seed(0)
@@ -64,7 +66,7 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
 
 def calibrate_first(setup: dict[str, Any]) -> dict[str, Any]:
     """The first AutoSpec(model, draft) per drafter on an empty cache, then a second process's load."""
-    from autospec.engine import AutoSpec
+    from autospec.entrypoints.engine import AutoSpec
 
     out = {}
     for name, draft in setup["drafts"].items():
@@ -76,8 +78,8 @@ def calibrate_first(setup: dict[str, Any]) -> dict[str, Any]:
 
 
 def second_process_load(draft: str) -> dict[str, Any]:
-    code = ("import time, torch; from autospec.models import load_smollm2; from autospec.demo import make_draft; "
-            "from autospec.engine import AutoSpec; m, _ = load_smollm2(dtype=torch.bfloat16, device='cpu'); "
+    code = ("import time, torch; from autospec.backends.models import load_smollm2; from autospec.backends.draft_model import make_draft; "
+            "from autospec.entrypoints.engine import AutoSpec; m, _ = load_smollm2(dtype=torch.bfloat16, device='cpu'); "
             f"d = make_draft({draft!r}, m); t0 = time.perf_counter(); s = AutoSpec(m, d); "
             "import json; print(json.dumps({'construct_s': round(time.perf_counter() - t0, 3), "
             "'prior': s.summary()['prior']}))")
@@ -86,7 +88,7 @@ def second_process_load(draft: str) -> dict[str, Any]:
 
 
 def engines(setup: dict[str, Any], max_batch_size: int, variants: dict[str, dict]) -> dict[str, Any]:
-    from autospec.engine import AutoSpec
+    from autospec.entrypoints.engine import AutoSpec
 
     model = setup["model"]
     out = {"plain": AutoSpec(model, None, max_batch_size=max_batch_size)}

@@ -20,12 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard" / "app.py")
+sys.path.insert(0, str(ROOT))                  # `dashboard` (viz) is a folder of the repository, not installed
 
 
 def write_log(root: Path, steps: int) -> Path:
     from autospec.backends import AcceptanceSpec, Workload
-    from autospec.compare import SimSetup, run_controller
+    from autospec.entrypoints.compare import SimSetup, run_controller
     from autospec.runs import RunWriter
 
     setup = SimSetup("h200-llama2-7b-llama-68m", Workload(arrival_rate=3000.0, num_requests=10**7, steps=steps),
@@ -53,7 +55,7 @@ def first_view_s(root: Path) -> float:
 
 
 def parts(run_dir: Path) -> dict[str, float]:
-    from autospec import viz
+    from dashboard import viz
 
     run = viz.RunData(run_dir)
     read_s, _ = timed(run.refresh)
@@ -68,7 +70,7 @@ def parts(run_dir: Path) -> dict[str, float]:
 
 def refresh_check(run_dir: Path, extra: int = 1000) -> dict[str, float]:
     """Append `extra` steps; the reader must read exactly the appended bytes."""
-    from autospec import viz
+    from dashboard import viz
 
     run = viz.RunData(run_dir)
     run.refresh()

@@ -16,8 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.dashboard.cdp import HeadlessChromium  # noqa: E402
-from tests.dashboard.test_browser import APP, CHARTS_READY, chromium, free_port, wait_healthy  # noqa: E402
+from dashboard.browser import APP, CHARTS_READY, HeadlessChromium, find_chromium, free_port, wait_healthy  # noqa: E402
 
 
 def main() -> int:
@@ -26,6 +25,9 @@ def main() -> int:
     parser.add_argument("--run", default=None, help="the run to show (made the newest); default: the newest")
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
     args = parser.parse_args()
+    binary = find_chromium()
+    if binary is None:
+        parser.error("needs chromium (apt-get install chromium)")
     if args.run:
         os.utime(args.runs / args.run / "steps.jsonl")
     port = free_port()
@@ -37,7 +39,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url)
         with tempfile.TemporaryDirectory() as profile:
-            browser = HeadlessChromium(chromium(), Path(profile), free_port())
+            browser = HeadlessChromium(binary, Path(profile), free_port())
             try:
                 browser.open(url, CHARTS_READY)
                 args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a $OUT/dis
 # DISTILL_ARGS: a small run to check this script on a CPU, e.g.
 #   DISTILL_ARGS="--device cpu --tokens 300 --samples 0 --new-tokens 8 --epochs 1 --batch-size 8 --eval-tokens 4"
 args=${DISTILL_ARGS:-"--device cuda --tokens 1000000 --samples 24 --new-tokens 128 --epochs 8 --batch-size 64 --eval-tokens 64 --serve-batch-size 256"}
-(cd /tmp && timeout ${DISTILL_TIMEOUT_S:-400} python3 -m autospec.cli distill --dtype bfloat16 --out /root/draft \
+(cd /tmp && timeout ${DISTILL_TIMEOUT_S:-400} python3 -m autospec.entrypoints.cli distill --dtype bfloat16 --out /root/draft \
     --layers 4 --vocab-size 8192 --lr 5e-4 --time-budget ${TRAIN_BUDGET_S:-150} --checkpoint-every 100000 $args) \
     2>&1 | tr '\r' '\n' | awk '!/%\|/ || /100%\|/' | tail -n 60 >> $OUT/distill.log
 cp /root/draft/draft_config.json $OUT/ 2>/dev/null

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from autospec.engine import AutoSpec
+from autospec.entrypoints.engine import AutoSpec
 
 SHAPES = {"llama2-7b": (4096, 32, 32, 32, 11008), "llama-68m": (768, 2, 12, 12, 3072)}
 REFERENCE = Path(__file__).parent / "reference" / "h200_step_times.json"
@@ -62,7 +62,7 @@ def run_batch(target, draft, batch_size: int, new_tokens: int) -> dict:
         wall, _ = timed(lambda: engine.generate(ids, **kwargs))
         verify, drafts = defaultdict(list), []
         for r in engine.records:
-            q = r.extra.get("verify_q", r.spec_len + 1)
+            q = r.verified_width
             verify[q].append(r.verify_time_s * 1e3)
             if r.spec_len:
                 drafts.append(r.draft_time_s * 1e3 / r.spec_len)

@@ -17,8 +17,8 @@ fixed spec_len 0..8, `auto`, and `sweep` (controller `sweep:--sweep-spec-lens`: 
 in turn, step by step, so each fixed spec_len's goodput is measured within a fraction of a second
 of the others, `per_spec_len`; a run-level comparison cannot separate spec_lens whose goodputs
 differ by less than its round-to-round spread; its step log goes to <out>_steps/sweep_b<size>.jsonl
-for `autospec plan --from-run`). Reported: median wall time, tokens/s, ratios to both HF
-baselines, tokens per target pass, mean verified block width (q); and, from the engine's step
+for `autospec plan --from-run` (not committed: .gitignore). Reported: median wall time, tokens/s, ratios to both HF
+baselines, tokens per target pass, mean verified width; and, from the engine's step
 records, goodput at the batch size itself (`full_batch`: steps with every row still running, so
 neither prefill nor a static batch's tail of finished rows), per round and paired with fixed:0's
 (`goodput_vs_spec_len_0`), which is what a plan per batch size predicts. Writes JSON, prints a table.
@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 from autospec.backends.prepack import maybe_packed
-from autospec.engine import AutoSpec
-from autospec.models import load_smollm2
+from autospec.entrypoints.engine import AutoSpec
+from autospec.backends.models import load_smollm2
 from autospec.prompts import chat_token_ids, load_prompts
 from autospec.runs import JsonlSink
 
@@ -144,10 +144,13 @@ def run_rounds(runs: dict, groups: list, reps: int, rng: random.Random) -> tuple
 
 
 def engine_stats(records: list) -> dict[str, float]:
-    """Tokens per target pass, mean spec_len, mean verified width and median step ms of the measured steps."""
-    return {"tokens_per_target_pass": sum(r.num_emitted_tokens for r in records) / sum(r.batch_size for r in records),
-            "mean_spec_len": sum(r.spec_len for r in records) / len(records),
-            "mean_verify_q": sum(r.extra.get("verify_q", r.spec_len + 1) for r in records) / len(records),
+    """Tokens per target pass, mean spec_len (autospec.summary), mean verified width and median step ms
+    of the measured steps."""
+    from autospec import summarize
+
+    totals = summarize(records)
+    return {"tokens_per_target_pass": totals["tokens_per_target_pass"], "mean_spec_len": totals["mean_spec_len"],
+            "mean_verified_width": sum(r.verified_width for r in records) / len(records),
             "median_step_ms": 1e3 * statistics.median(r.step_time_s for r in records)}
 
 
@@ -211,7 +214,8 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tokenizer = load_smollm2(dtype=torch.bfloat16)
-    from autospec.demo import default_profile, make_draft
+    from autospec.backends.draft_model import make_draft
+    from autospec.entrypoints.demo import default_profile
     args.draft_model = make_draft(args.draft, model)
     args.profile = args.profile or default_profile(args.draft)
     args.out = args.out or Path(f"benchmarks/results/hf_speed_cpu_{args.draft.replace(':', '')}.json")

@@ -102,7 +102,7 @@ def workload_goodput(model: CostModel, batch_size: int, rows: dict[int, dict]) -
     """Modelled tokens/s per spec_len with the workload's measured tokens per pass and verify width."""
     out = {}
     for s, row in rows.items():
-        step_s = model.step_time_at_width_s(batch_size, s, row.get("mean_verify_q", s + 1))
+        step_s = model.step_time_at_width_s(batch_size, s, row.get("mean_verified_width", row.get("mean_verify_q", s + 1)))
         out[s] = batch_size * row["tokens_per_target_pass"] / step_s
     return out
 

@@ -41,9 +41,10 @@ def methods(model, spec, tokenizer, new_tokens: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from autospec.demo import default_profile, make_draft
-    from autospec.engine import AutoSpec
-    from autospec.models import load_smollm2
+    from autospec.backends.draft_model import make_draft
+    from autospec.entrypoints.demo import default_profile
+    from autospec.entrypoints.engine import AutoSpec
+    from autospec.backends.models import load_smollm2
     from autospec.prompts import chat_token_ids, load_prompts
 
     torch.manual_seed(0)

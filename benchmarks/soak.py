@@ -50,7 +50,7 @@ def tiny_models(seed: int = 0) -> tuple[Any, Any, list[list[int]], list[int]]:
     rows reach midway (picked from a probe of the target's own greedy output)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from autospec.models import truncated_draft
+    from autospec.backends.models import truncated_draft
     config = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=512, max_position_embeddings=256, bos_token_id=1,
                          eos_token_id=2, pad_token_id=0)
@@ -73,8 +73,8 @@ def probe_eos(target: Any, prompts: list[list[int]]) -> list[int]:
 
 
 def smollm2_models(dtype: torch.dtype) -> tuple[Any, Any, list[list[int]], list[int]]:
-    from autospec.draft_model import load_shipped_draft
-    from autospec.models import load_smollm2
+    from autospec.backends.draft_model import load_shipped_draft
+    from autospec.backends.models import load_smollm2
     from autospec.prompts import chat_token_ids, load_prompts
     target, tokenizer = load_smollm2(dtype=dtype)
     prompts = chat_token_ids(tokenizer, [p["prompt"] for p in load_prompts()])

@@ -22,3 +22,6 @@ def make_auto(*, max_spec_len: int = 8, cost_model: CostModel | None = None, see
                                     shortfall_floor=shortfall_floor, **options)
     controller.name = "auto"
     return controller
+
+
+make_auto.forwards_to = ThompsonController     # what its **options accept (build_controller checks them)

@@ -2,7 +2,9 @@
 
 Contract: a controller class registers itself with `@register(name)`; its `__init__` takes keyword
 arguments only and raises ValueError naming any invalid one; `build_controller` passes it the
-subset of (max_spec_len, cost_model, seed, options) its signature accepts.
+subset of (max_spec_len, cost_model, seed) its signature accepts, and every option given, after
+checking that it accepts them all (ValueError naming an unknown one; a factory with `**kwargs`
+accepts what the class it builds, `forwards_to`, accepts, through its bases' `**kwargs`).
 """
 from __future__ import annotations
 
@@ -110,17 +112,33 @@ def names_option(spec: str, option: str) -> bool:
     return option in inspect.signature(CONTROLLERS.get(name)).parameters
 
 
+def accepted_options(factory: Any) -> set[str]:
+    """The keyword arguments a controller factory accepts, following `**kwargs` into the class it
+    forwards to (`forwards_to`) or, for a class, into its bases' `__init__`."""
+    names: set[str] = set()
+    chain = [cls.__init__ for cls in inspect.getmro(factory)] if inspect.isclass(factory) else [factory]
+    for fn in chain:
+        params = inspect.signature(fn).parameters.values()
+        names |= {p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+    target = getattr(factory, "forwards_to", None)
+    return (names | accepted_options(target)) - {"self"} if target is not None else names - {"self"}
+
+
 def build_controller(spec: str, *, max_spec_len: int, cost_model: Any = None, seed: int = 0,
                      **options: Any) -> Any:
-    """Create a registered controller from a spec like 'auto', 'fixed:3' or 'table'."""
+    """Create a registered controller from a spec like 'auto', 'fixed:3' or 'table'; an option the
+    controller does not take is a ValueError naming it (never silently dropped)."""
     name, parsed = parse_spec(spec)
     factory = CONTROLLERS.get(name)
-    offered = {"max_spec_len": max_spec_len, "cost_model": cost_model, "seed": seed, **options, **parsed}
-    params = inspect.signature(factory).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = offered
-    else:
-        kwargs = {k: v for k, v in offered.items() if k in params}
+    accepted = accepted_options(factory)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"controller {name!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"it takes {', '.join(sorted(accepted - {'max_spec_len', 'cost_model', 'seed'})) or 'none'}")
+    common = {"max_spec_len": max_spec_len, "cost_model": cost_model, "seed": seed}
+    kwargs = {**{k: v for k, v in common.items() if k in accepted}, **options, **parsed}
     controller = factory(**kwargs)
     controller.name = spec.strip()
     return controller

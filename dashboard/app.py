@@ -23,9 +23,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from autospec import viz
-from autospec.profiles import shipped_profiles
-from autospec.runs import RUNS_DIR_ENV, list_runs, run_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # `streamlit run dashboard/app.py`: `dashboard` is a package
+from dashboard import viz  # noqa: E402
+from autospec.profiles import shipped_profiles  # noqa: E402
+from autospec.runs import RUNS_DIR_ENV, list_runs, run_dir  # noqa: E402
 
 CONTROLLER_CHOICES = ["auto", "thompson", "ucb", "model", "table", "heuristic"] + [f"fixed:{k}" for k in range(9)]
 LEVELS = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -94,7 +95,7 @@ def start_simulations(root: Path, profile: str, controllers: list[str], load: li
     stamp = time.strftime("%H%M%S")
     procs = st.session_state.setdefault("simulations", [])
     for spec in controllers:
-        cmd = [sys.executable, "-m", "autospec.cli", "simulate", "--profile", profile, *load,
+        cmd = [sys.executable, "-m", "autospec.entrypoints.cli", "simulate", "--profile", profile, *load,
                "--acceptance", str(acceptance), "--drift", str(drift), "--drift-period", str(int(period)),
                "--steps", str(int(steps)), "--controller", spec, "--delay-ms", str(delay_ms),
                "--runs-dir", str(root), "--name", f"sim-{stamp}-{spec.replace(':', '')}"]
@@ -106,7 +107,7 @@ def headline(run: viz.RunData) -> None:
     cols = st.columns(5)
     cols[0].metric("goodput (tokens/s)", f"{s['goodput_tps']:,.1f}")
     cols[1].metric("mean spec_len", f"{s['mean_spec_len']:.2f}")
-    cols[2].metric("tokens per target pass", f"{s['acceptance_length']:.2f}")
+    cols[2].metric("tokens per target pass", f"{s['tokens_per_target_pass']:.2f}")
     cols[3].metric("steps", f"{int(s['steps']):,}")
     regret = f"{s['regret_pct']:.1f}%" if "regret_pct" in s else "n/a"
     cols[4].metric("regret vs oracle", regret)

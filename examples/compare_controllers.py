@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from autospec.backends import AcceptanceSpec, Workload  # noqa: E402
-from autospec.compare import SimSetup, compare  # noqa: E402
+from autospec.entrypoints.compare import SimSetup, compare  # noqa: E402
 
 ADAPTIVE = ["table", "model", "ucb", "thompson", "auto"]
 PROFILES = ["h200-llama2-7b-llama-68m", "h200-llama2-7b-llama-160m", "h200-llama2-13b-llama-68m"]
@@ -44,9 +44,11 @@ def goodput_by_batch(records) -> dict[int, float]:
 def real_part(specs: list[str], num_requests: int, budget: tuple[int, int], draft_kind: str) -> dict[str, dict]:
     import torch
 
-    from autospec.demo import build_requests, make_draft
-    from autospec.engine import AutoSpec
-    from autospec.models import load_smollm2
+    from autospec.backends.draft_model import make_draft
+
+    from autospec.entrypoints.demo import build_requests
+    from autospec.entrypoints.engine import AutoSpec
+    from autospec.backends.models import load_smollm2
 
     model, tokenizer = load_smollm2(dtype=torch.bfloat16)
     draft = make_draft(draft_kind, model)

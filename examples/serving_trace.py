@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from autospec.backends import AcceptanceSpec, Workload  # noqa: E402
-from autospec.compare import SimSetup, run_controller  # noqa: E402
+from autospec.entrypoints.compare import SimSetup, run_controller  # noqa: E402
 
 
 def latency_stats(requests: list[tuple[float, float, float, int]]) -> dict[str, float]:
@@ -79,9 +79,11 @@ def simulated_part(rates: list[float], seeds: int, num_requests: int) -> dict:
 def real_part(rates: list[float], num_requests: int, budget: tuple[int, int], specs: list[str], draft_kind: str) -> dict:
     import torch
 
-    from autospec.demo import build_requests, make_draft
-    from autospec.engine import AutoSpec
-    from autospec.models import load_smollm2
+    from autospec.backends.draft_model import make_draft
+
+    from autospec.entrypoints.demo import build_requests
+    from autospec.entrypoints.engine import AutoSpec
+    from autospec.backends.models import load_smollm2
 
     model, tokenizer = load_smollm2(dtype=torch.bfloat16)
     draft = make_draft(draft_kind, model)

@@ -22,8 +22,8 @@ from collections import Counter, defaultdict
 import torch
 
 from autospec import AutoSpec
-from autospec.demo import make_draft
-from autospec.models import load_smollm2
+from autospec.backends.draft_model import make_draft
+from autospec.backends.models import load_smollm2
 from autospec.prompts import load_prompts
 
 PROMPTS = ["Repeat this sentence exactly: The quick brown fox jumps over the lazy dog.",

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from autospec.cli import main
+from autospec.entrypoints.cli import main
 
 
 def test_compare_writes_the_documented_json(tmp_path, capsys):
@@ -30,7 +30,7 @@ def test_compare_writes_the_documented_json(tmp_path, capsys):
     (["--max-spec-len", "-1"], "max-spec-len"),
 ])
 def test_bad_arguments_fail_before_any_work_with_a_named_error(argv, message):
-    proc = subprocess.run([sys.executable, "-m", "autospec.cli", "compare", *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "autospec.entrypoints.cli", "compare", *argv], capture_output=True, text=True)
     assert proc.returncode == 2
     assert message in proc.stderr
 

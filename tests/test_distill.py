@@ -7,8 +7,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from autospec.cli import main
-from autospec.draft_model import DraftCheckpointError, DraftLM, load_draft
+from autospec.entrypoints.cli import main
+from autospec.backends.draft_model import DraftCheckpointError, DraftLM, load_draft
 from tests.backends.tiny_models import tiny_llama
 
 WORDS = ["<pad>", "<s>", "</s>"] + [f"w{i}" for i in range(94)]

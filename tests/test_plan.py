@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from autospec.cli import main
+from autospec.entrypoints.cli import main
 from autospec.export import validate_vllm
 from autospec.plan import acceptance_vector, converged_spec_lens, plan_rows, policy_ranges
 from tests.conftest import make_record

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from autospec import CostModel, load_profile
-from autospec.cli import main
+from autospec.entrypoints.cli import main
 from autospec.export import validate_vllm
-from autospec.profiler import CellTimer, cell_order, measure_cells, summarize_cells
+from autospec.backends.timing import CellTimer, cell_order, measure_cells, summarize_cells
 from tests.backends.tiny_models import tiny_llama
 
 

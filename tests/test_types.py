@@ -13,7 +13,7 @@ def test_derived_fields_follow_from_the_measured_ones():
     assert r.num_emitted_tokens == 6 + 4          # accepted + one bonus token per row
     assert r.goodput_tps == pytest.approx(1000.0)
     assert r.acceptance_rate == pytest.approx(6 / 12)
-    assert r.acceptance_length == pytest.approx(10 / 4)
+    assert r.tokens_per_target_pass == pytest.approx(10 / 4)
     assert r.trials_per_pos() == (4, 3, 2)
 
 
@@ -33,7 +33,7 @@ def test_json_round_trip_keeps_every_field():
     line = json.loads(r.to_json())
     for name in ("step", "batch_size", "spec_len", "num_draft_tokens", "num_accepted_tokens", "accepted_per_pos",
                  "draft_time_s", "verify_time_s", "controller", "step_time_s", "num_emitted_tokens",
-                 "goodput_tps", "acceptance_rate", "acceptance_length"):
+                 "goodput_tps", "acceptance_rate", "tokens_per_target_pass"):
         assert name in line
     assert StepRecord.from_dict(line) == r
 
@@ -48,3 +48,19 @@ def test_records_and_contexts_are_frozen():
         make_record().spec_len = 5  # type: ignore[misc]
     with pytest.raises(Exception):
         StepContext(step=0, batch_size=1, max_spec_len=4).batch_size = 2  # type: ignore[misc]
+
+
+def test_verified_width_and_rows_drafted_default_to_a_full_draft_and_round_trip():
+    r = make_record(batch_size=4, spec_len=3)
+    assert r.verified_width == 4 and r.rows_drafted_per_pos == (4, 4, 4)
+    partial = make_record(batch_size=4, spec_len=3, verified_width=3, rows_drafted_per_pos=(4, 2, 0))
+    back = StepRecord.from_dict(json.loads(partial.to_json()))
+    assert back.verified_width == 3 and back.rows_drafted_per_pos == (4, 2, 0)
+
+
+def test_a_log_line_from_before_the_typed_fields_reads_them_from_extra():
+    line = make_record(batch_size=4, spec_len=3).to_dict()
+    del line["verified_width"], line["rows_drafted_per_pos"]
+    line["extra"] = {"verify_q": 2, "rows_drafted_per_pos": [3, 0, 0]}
+    r = StepRecord.from_dict(line)
+    assert r.verified_width == 2 and r.rows_drafted_per_pos == (3, 0, 0)

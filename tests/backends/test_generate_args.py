@@ -8,7 +8,7 @@ from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList
                           StoppingCriteriaList, TextIteratorStreamer)
 
 from autospec import AutoSpec
-from autospec.generation import HONOURED_ARGUMENTS, REFUSED_ARGUMENTS
+from autospec.backends.generation import HONOURED_ARGUMENTS, REFUSED_ARGUMENTS
 from tests.backends.tiny_models import ragged_batch, tiny_llama
 
 EOS = 2
@@ -129,7 +129,7 @@ def worded():
     StopStringCriteria and the streamers need)."""
     from transformers import AutoTokenizer
 
-    from autospec.models import converted_smollm2
+    from autospec.backends.models import converted_smollm2
     tokenizer = AutoTokenizer.from_pretrained(converted_smollm2(), local_files_only=True)
     vocab = len(tokenizer)
     return tiny_llama(layers=2, seed=0, vocab=vocab), tiny_llama(layers=1, seed=1, vocab=vocab), tokenizer

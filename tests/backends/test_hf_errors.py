@@ -147,7 +147,7 @@ def test_serve_refuses_a_model_generation_config_it_cannot_honour_for_the_whole_
 
 
 def test_sampling_with_nothing_set_uses_hfs_default_top_k():
-    from autospec.engine import resolve_generation_args
+    from autospec.backends.generation import resolve_generation_args
     target = tiny_llama(layers=1, seed=0)
     args = resolve_generation_args(target, None, max_new_tokens=4, do_sample=True)
     assert args["top_k"] == 50 and args["temperature"] == 1.0

@@ -213,7 +213,7 @@ def test_each_request_is_processed_with_its_own_settings_as_target_generate_on_i
 def test_a_request_with_stop_strings_ends_where_hf_ends_it():
     from transformers import AutoTokenizer
 
-    from autospec.models import converted_smollm2
+    from autospec.backends.models import converted_smollm2
     words = AutoTokenizer.from_pretrained(converted_smollm2(), local_files_only=True)
     target = tiny_llama(layers=2, seed=0, vocab=len(words))
     prompts = [words("the cat sat on the mat")["input_ids"], words("one two three four")["input_ids"]]
@@ -229,3 +229,18 @@ def test_a_request_with_stop_strings_ends_where_hf_ends_it():
     assert first.output_ids == ref[: len(first.output_ids)] and len(first.output_ids) < 12
     assert first.finish_reason == "stop" and words.decode(first.output_ids).endswith(stop)
     assert len(result.results[1].output_ids) == 12
+
+
+def test_records_carry_the_verified_width_and_the_rows_that_drafted():
+    """n-gram lookup proposes only where the context repeats: the verify block is as wide as the longest
+    draft of the step, and rows_drafted_per_pos counts the rows that reached each position."""
+    target = tiny_llama(layers=2, seed=0)
+    prompts = [[5, 6, 7, 5, 6, 7, 5, 6], [11, 12, 13, 14, 15, 16, 17, 18]]       # one repeats, one never does
+    spec = AutoSpec(target, "ngram", controller="fixed:3", max_batch_size=2)
+    spec.serve(prompts, max_new_tokens=6, eos_token_id=-1, progress=False)
+    for r in spec.records:
+        drafted = r.rows_drafted_per_pos
+        assert len(drafted) == r.spec_len and list(drafted) == sorted(drafted, reverse=True)
+        assert r.verified_width == 1 + sum(1 for n in drafted if n > 0)
+        assert r.num_draft_tokens == sum(drafted) and all(a <= n for a, n in zip(r.accepted_per_pos, drafted))
+    assert any(r.verified_width < r.spec_len + 1 for r in spec.records)         # some step drafted less than 3

@@ -27,7 +27,7 @@ def test_acceptance_matches_the_iid_rate_per_position(h200):
     trials = np.sum([r.trials_per_pos() for r in records], axis=0)
     accepted = np.sum([r.accepted_per_pos for r in records], axis=0)
     np.testing.assert_allclose(accepted / trials, 0.6, atol=0.01)
-    assert np.mean([r.acceptance_length for r in records]) == pytest.approx((1 - 0.6**5) / 0.4, rel=0.02)
+    assert np.mean([r.tokens_per_target_pass for r in records]) == pytest.approx((1 - 0.6**5) / 0.4, rel=0.02)
 
 
 def test_same_seed_same_run_other_seed_other_run(h200):

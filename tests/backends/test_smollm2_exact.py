@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from autospec import AutoSpec
-from autospec.models import load_smollm2, truncated_draft
+from autospec.backends.models import load_smollm2, truncated_draft
 from autospec.prompts import chat_token_ids, load_prompts
 from tests.backends.tiny_models import CyclingController, mid_run_eos
 

@@ -72,7 +72,7 @@ def test_each_arm_reads_its_own_acceptance_about_the_pooled_one():
 
 def test_the_hf_engine_gives_the_bandits_its_own_settings_and_the_user_overrides_them():
     from autospec import AutoSpec
-    from autospec.engine import ENGINE_CONTROLLER_OPTIONS
+    from autospec.entrypoints.engine import ENGINE_CONTROLLER_OPTIONS
     from tests.backends.tiny_models import tiny_llama
 
     target = tiny_llama()

@@ -41,3 +41,19 @@ def test_argument_syntax_errors():
         build_controller("fixed:x", max_spec_len=8)
     with pytest.raises(ValueError, match="takes no ':' argument"):
         build_controller("auto:3", max_spec_len=8)
+
+
+@pytest.mark.parametrize("name", ["table", "fixed:3", "heuristic", "auto", "thompson", "ucb", "model"])
+def test_an_unknown_option_is_refused_by_name(h200, name):
+    with pytest.raises(ValueError, match=rf"controller '{name.split(':')[0]}' takes no option 'typo_option'"):
+        build_controller(name, max_spec_len=8, cost_model=h200, typo_option=1)
+
+
+@pytest.mark.parametrize("name, option, value, read", [
+    ("auto", "explore_fraction", 0.02, lambda c: c.explore_fraction),           # through make_auto's **options
+    ("auto", "arm_shrinkage", 10.0, lambda c: c.arm_acceptance.shrinkage),
+    ("ucb", "exploration", 0.4, lambda c: c.exploration),                        # UCB's own
+    ("ucb", "plausible_z", 1.5, lambda c: c.plausible_z),                        # through UCB's **kwargs
+])
+def test_options_the_controller_takes_through_its_bases_are_accepted(h200, name, option, value, read):
+    assert read(build_controller(name, max_spec_len=8, cost_model=h200, **{option: value})) == value

@@ -1,4 +1,5 @@
 """The dashboard page, driven by streamlit.testing.v1.AppTest on fixture runs."""
+import json
 import os
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from autospec import RunWriter
 from tests.conftest import make_record
 
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+from dashboard.browser import APP
 
 
 def write_run(root: Path, name: str, verify_time_s: float, spec_len: int, mtime: float, oracle: float | None = None):
@@ -101,3 +102,23 @@ def test_a_run_folder_that_leads_outside_the_runs_folder_is_never_listed(runs, t
     assert not at.exception
     assert "escape" not in at.multiselect(key="runs_chosen").options
     assert metric(at, "mean spec_len") == "3.00"                        # still beta's page, not the secret run's
+
+
+def test_a_log_with_only_the_required_fields_renders_with_its_metrics(tmp_path, monkeypatch):
+    """Derived values (step time, emitted tokens) are computed from the required fields, not read."""
+    from autospec.types import REQUIRED_FIELDS
+
+    monkeypatch.setenv("AUTOSPEC_RUNS_DIR", str(tmp_path))
+    run = tmp_path / "minimal"
+    run.mkdir()
+    lines = []
+    for i in range(12):
+        full = make_record(step=i, batch_size=4, spec_len=2, accepted_per_pos=(3, 1), draft_time_s=0.002,
+                           verify_time_s=0.008).to_dict()
+        lines.append(json.dumps({k: full[k] for k in REQUIRED_FIELDS}))
+    (run / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert metric(at, "goodput (tokens/s)") == f"{(3 + 1 + 4) / 0.010:,.1f}"
+    assert metric(at, "tokens per target pass") == f"{(3 + 1 + 4) / 4:.2f}"
+    assert metric(at, "mean spec_len") == "2.00"

@@ -1,49 +1,23 @@
 """The dashboard in a real headless Chromium: served by `streamlit run`, rendered, checked in the DOM."""
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from autospec.cli import main as cli
+from autospec.entrypoints.cli import main as cli
 from autospec.runs import read_steps
-from tests.dashboard.cdp import HeadlessChromium
-
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
-CHARTS_READY = ("document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 4 && "
-                "document.querySelectorAll('[data-testid=stMetricValue]').length >= 5")
+from dashboard.browser import APP, CHARTS_READY, HeadlessChromium, find_chromium, free_port, wait_healthy
 
 
 def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    path = find_chromium()
     if path is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: .ci/run installs Debian's chromium for this test")
         pytest.skip("chromium not installed here (CI installs it)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, timeout_s: float = 90) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"streamlit did not become healthy at {url}")
 
 
 @pytest.fixture
