@@ -8,7 +8,9 @@ Per engine `fixed:k`: wall time, the sum of its steps' times, prefill (admission
 end to end and over step time alone, and steps / tokens / tokens-per-second at each batch size.
 It shows what the controller's step records do not: rows that accept different numbers of drafts
 finish at different steps, so admissions split into small prefills and the batch drains in a
-tail of small steps. Writes JSON and prints a table.
+tail of small steps. With `--auto`, default `auto` engines run the same workload too, and each
+reports its spec_len choices at batch 8 and its posterior goodput per arm there after the call.
+Writes JSON and prints a table.
 """
 from __future__ import annotations
 
@@ -36,10 +38,20 @@ def parts(result) -> dict:
             "by_batch_size": {b: {"steps": n, "tokens": t, "goodput_tps": t / s} for b, (n, t, s) in sorted(by_batch.items())}}
 
 
+def batch8_view(engine) -> dict:
+    """`auto`'s spec_len counts at batch 8 and its posterior mean goodput per arm there (tok/s)."""
+    from collections import Counter
+
+    mean, std, _ = engine.controller.posterior(8)
+    return {"choices": dict(sorted(Counter(r.spec_len for r in engine.records if r.batch_size == 8).items())),
+            "posterior_mean_tps": [round(float(m)) for m in mean[:5]], "posterior_std_tps": [round(float(x)) for x in std[:5]]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-lens", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--auto", action="store_true", help="also default `auto` engines, with their batch-8 posterior")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("AUTOSPEC_PROFILE_CACHE", tempfile.mkdtemp())
@@ -49,17 +61,23 @@ def main() -> None:
     setup = controller_real.load(argparse.Namespace(drafts=["distilled"], poisson_requests=1))
     model, draft = setup["model"], setup["drafts"]["distilled"]
     runs: dict[str, list] = {f"fixed:{k}": [] for k in args.spec_lens}
+    if args.auto:
+        runs["auto"] = []
     print(f"{'rep':>3} {'engine':<8} {'wall s':>7} {'steps s':>8} {'prefill s':>9} {'tok/s':>7} {'step tok/s':>10} "
           f"{'b=8 tok/s':>9} {'steps b<8':>9}")
     for rep in range(args.reps):
         for name in runs:
             engine = AutoSpec(model, draft, controller=name, max_batch_size=8)
             p = parts(engine.serve(setup["chat"], max_new_tokens=64, eos_token_id=-1, progress=False))
+            if name == "auto":
+                p["batch8"] = batch8_view(engine)
             runs[name].append(p)
             small = sum(v["steps"] for b, v in p["by_batch_size"].items() if b < 8)
             full = p["by_batch_size"].get(8, {}).get("goodput_tps", float("nan"))
             print(f"{rep:>3} {name:<8} {p['wall_s']:>7.2f} {p['steps_s']:>8.2f} {p['prefill_s']:>9.2f} "
-                  f"{p['tokens_per_s']:>7.0f} {p['step_goodput_tps']:>10.0f} {full:>9.0f} {small:>9}", flush=True)
+                  f"{p['tokens_per_s']:>7.0f} {p['step_goodput_tps']:>10.0f} {full:>9.0f} {small:>9}"
+                  + (f"  b=8 choices {p['batch8']['choices']}, posterior {p['batch8']['posterior_mean_tps']}"
+                     if "batch8" in p else ""), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"command": " ".join(sys.argv), "machine": platform.platform(),
