@@ -1,6 +1,6 @@
 """The three floors (kernel, plugins, entry points) on the installed package.
 
-The package is materialised with pip (`--target`): controllers/ and backends/ then sit where
+The package is materialised with pip (`--target`, from a copy of what pyproject packages): controllers/ and backends/ then sit where
 they install, inside autospec/, so an import graph of it sees every arrow the package-dir mapping
 hides in the source tree. `lint-imports` checks the contracts of `.importlinter`; the floor graph
 is then drawn with grimp and must have no cycle between floors and nothing leaving the kernel.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = ("kernel", "controllers", "backends", "entrypoints")
+PACKAGED = ("pyproject.toml", "README.md", "autospec", "controllers", "backends")     # what the wheel is built from
 
 FLOOR_GRAPH = r"""
 import json, sys
@@ -39,9 +39,14 @@ print(json.dumps(sorted(edges)))
 def installed(tmp_path_factory) -> Path:
     if shutil.which("lint-imports") is None:
         pytest.fail("import-linter is not installed: it is in the [test] extra (pip install -e '.[test]')")
-    target = tmp_path_factory.mktemp("site")
+    source, target = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("site")
+    for name in PACKAGED:      # a clean copy: an in-tree build/ left by an earlier build would leak stale modules
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT)], check=True, capture_output=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True)
     assert (target / "autospec" / "controllers" / "bandit.py").exists()     # the mapping, materialised
     return target
 
