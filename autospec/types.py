@@ -106,7 +106,7 @@ class StepRecord:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["accepted_per_pos"] = list(self.accepted_per_pos)
-        d["rows_drafted_per_pos"] = list(self.rows_drafted_per_pos or ())
+        d["rows_drafted_per_pos"] = list(self.rows_drafted_per_pos)
         for name in DERIVED_FIELDS:
             value = getattr(self, name)
             d[name] = None if isinstance(value, float) and math.isnan(value) else value
@@ -128,9 +128,7 @@ class StepRecord:
         for name, old in (("verified_width", "verify_q"), ("rows_drafted_per_pos", "rows_drafted_per_pos")):
             if kwargs.get(name) is None and old in extra:            # logs written before these were fields
                 kwargs[name] = extra[old]
-        if kwargs.get("rows_drafted_per_pos") is not None:
-            kwargs["rows_drafted_per_pos"] = tuple(kwargs["rows_drafted_per_pos"])
-        return cls(**kwargs)
+        return cls(**kwargs)                                 # __post_init__ makes rows_drafted_per_pos a tuple
 
 
 def _json_default(value: Any) -> Any:

@@ -14,12 +14,10 @@ from .thompson import ThompsonController
 
 @register("auto")
 def make_auto(*, max_spec_len: int = 8, cost_model: CostModel | None = None, seed: int = 0,
-              switch_margin: float = 0.0, draw_margin: float = 0.0, min_run: int = 1,
-              shortfall_floor: float = 0.0, **options) -> ThompsonController:
+              **options) -> ThompsonController:
     prior = options.pop("prior", "model" if cost_model is not None else "none")
     controller = ThompsonController(max_spec_len=max_spec_len, cost_model=cost_model, prior=prior, seed=seed,
-                                    switch_margin=switch_margin, draw_margin=draw_margin, min_run=min_run,
-                                    shortfall_floor=shortfall_floor, **options)
+                                    **options)
     controller.name = "auto"
     return controller
 

@@ -101,15 +101,13 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def takes_cost_model(spec: str) -> bool:
     """Whether the controller a spec names accepts a cost model (a prior worth finding for it)."""
-    name, _ = parse_spec(spec)
-    params = inspect.signature(CONTROLLERS.get(name)).parameters
-    return "cost_model" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return names_option(spec, "cost_model")
 
 
 def names_option(spec: str, option: str) -> bool:
-    """Whether the controller a spec names has `option` among its named keyword arguments."""
+    """Whether the controller a spec names accepts `option` (`accepted_options`)."""
     name, _ = parse_spec(spec)
-    return option in inspect.signature(CONTROLLERS.get(name)).parameters
+    return option in accepted_options(CONTROLLERS.get(name))
 
 
 def accepted_options(factory: Any) -> set[str]:
@@ -119,11 +117,11 @@ def accepted_options(factory: Any) -> set[str]:
     chain = [cls.__init__ for cls in inspect.getmro(factory)] if inspect.isclass(factory) else [factory]
     for fn in chain:
         params = inspect.signature(fn).parameters.values()
-        names |= {p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self"}
         if not any(p.kind is p.VAR_KEYWORD for p in params):
-            return names - {"self"}
+            return names
     target = getattr(factory, "forwards_to", None)
-    return (names | accepted_options(target)) - {"self"} if target is not None else names - {"self"}
+    return names | accepted_options(target) if target is not None else names
 
 
 def build_controller(spec: str, *, max_spec_len: int, cost_model: Any = None, seed: int = 0,

@@ -16,10 +16,8 @@ from .base import bucket_of, check_float, register
 
 @register("ucb")
 class UCBController(BanditController):
-    def __init__(self, *, exploration: float = 0.5, switch_margin: float = 0.0, draw_margin: float = 0.0,
-                 min_run: int = 1, shortfall_floor: float = 0.0, **kwargs):
-        super().__init__(switch_margin=switch_margin, draw_margin=draw_margin, min_run=min_run,
-                         shortfall_floor=shortfall_floor, **kwargs)
+    def __init__(self, *, exploration: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
         self.exploration = check_float("exploration", exploration, 0.0, 100.0)
 
     def kappa(self) -> float:
