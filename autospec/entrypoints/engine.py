@@ -51,32 +51,50 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
 from loguru import logger
 from tqdm.auto import tqdm
 
-from autospec.backends.attention import attention_plan, text_config
-from autospec.backends.calibration import check_profile_matches, find_prior
-from autospec.backends.drafters import ModelDrafter, NgramDrafter
-from autospec.backends.generation import (APPLIED, LOOP_CRITERIA, Call, assemble_output, build_processing,
-                                          check_max_new_tokens, dict_output, prepare_config, refuse_unhonoured_config,
-                                          resolve_call, resolve_generation_args, resolve_lengths, special_tokens,
-                                          split_prompts, user_processors, valid_budget, vocabulary_limit)
-from autospec.backends.hf import GenerationRequest, HFBackend, RequestResult
-from autospec.backends.prepack import maybe_packed
-from autospec.backends.processing import Processing
-from autospec.backends.sampling import SamplingConfig
 from autospec.controllers import build_controller, names_option, takes_cost_model
 from autospec.cost_model import CostModel
+from autospec.lazy import lazy_module
 from autospec.loop import run_step
 from autospec.runs import MemorySink, RunWriter
 from autospec.summary import RunningSummary
 from autospec.types import StepRecord
+
+# torch, transformers and the HF backend load on first use (constructing an AutoSpec), not when this
+# module is imported: `from autospec import AutoSpec` stays a fraction of a second (issue 21), and a
+# program that built its model first has them loaded already. Type checkers and the import graph
+# (`.importlinter`) read the real imports.
+if TYPE_CHECKING:
+    import torch
+
+    from autospec.backends import attention, calibration, drafters, generation, hf, prepack
+    from autospec.backends import sampling as samplers
+    from autospec.backends.generation import Call
+    from autospec.backends.hf import GenerationRequest, HFBackend, RequestResult
+    from autospec.backends.processing import Processing
+    from autospec.backends.sampling import SamplingConfig
+else:
+    torch = lazy_module("torch")
+    attention, calibration, drafters, generation, hf, prepack, samplers = (
+        lazy_module(f"autospec.backends.{name}")
+        for name in ("attention", "calibration", "drafters", "generation", "hf", "prepack", "sampling"))
+
+
+def inference_mode(method):
+    """`method` run under `torch.inference_mode()`, entered at the call (torch loads on first use)."""
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+    return run
 
 
 @dataclass
@@ -112,10 +130,10 @@ class AutoSpec:
             raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
         self.target = target.eval()
         self.device = next(target.parameters()).device
-        self.plans = {"target": attention_plan(target)}                 # refuses what cannot be served exactly
+        self.plans = {"target": attention.attention_plan(target)}       # refuses what cannot be served exactly
         self.draft = self._check_draft(draft, tokenizer, draft_tokenizer)
         if isinstance(self.draft, torch.nn.Module):
-            self.plans["draft"] = attention_plan(self.draft)
+            self.plans["draft"] = attention.attention_plan(self.draft)
         self.max_spec_len = max_spec_len if self.draft is not None else 0
         self.max_batch_size, self.seed, self.ngram_max_n = max_batch_size, seed, ngram_max_n
         self.tokenizer = tokenizer                          # the default `tokenizer=` for stop_strings
@@ -132,11 +150,11 @@ class AutoSpec:
         self.totals = RunningSummary()
         self.run_writer = None if run_name is None else RunWriter(run_name, self._run_meta(), runs_dir)
         self.sinks = [self.memory, self.totals, *sinks, *filter(None, [self.run_writer])]
-        self.token_limit = vocabulary_limit(self.target, self.draft)
+        self.token_limit = generation.vocabulary_limit(self.target, self.draft)
         self.last_serve: ServeResult | None = None
-        self.prepacked = [maybe_packed(self.target, cpu_prepack)]       # True: the target must be packable
+        self.prepacked = [prepack.maybe_packed(self.target, cpu_prepack)]       # True: the target must be packable
         if isinstance(self.draft, torch.nn.Module) and self.draft is not self.target:
-            self.prepacked.append(maybe_packed(self.draft, False if cpu_prepack is False else None))
+            self.prepacked.append(prepack.maybe_packed(self.draft, False if cpu_prepack is False else None))
 
     def _prior(self, cost_model: Any, controller: Any) -> tuple[CostModel | None, dict[str, Any]]:
         """The controller's cost model and where it came from. "auto": found or calibrated for this
@@ -144,7 +162,7 @@ class AutoSpec:
         something to speculate with; a name or path: that profile; None: a flat prior."""
         if isinstance(cost_model, CostModel) or (isinstance(cost_model, str) and cost_model != "auto"):
             model = cost_model if isinstance(cost_model, CostModel) else CostModel.from_profile(cost_model)
-            check_profile_matches(model, self.target)
+            calibration.check_profile_matches(model, self.target)
             return model, {"kind": "given", "path": model.name}
         if cost_model is None:
             return None, {"kind": "none", "why": "cost_model=None: a flat prior"}
@@ -153,7 +171,7 @@ class AutoSpec:
         if self.max_spec_len == 0 or not (isinstance(controller, str) and takes_cost_model(controller)):
             return None, {"kind": "none", "why": "the controller takes no prior" if self.max_spec_len else "no drafter"}
         try:
-            prior = find_prior(self.target, self.draft, self.max_batch_size, self.max_spec_len)
+            prior = calibration.find_prior(self.target, self.draft, self.max_batch_size, self.max_spec_len)
         except Exception as exc:            # noqa: BLE001 - serving must not depend on the prior's search
             logger.warning(f"no cost model for the controller ({type(exc).__name__}: {exc}); it starts from a flat "
                            "prior (pass cost_model= a profile to give it one)")
@@ -183,7 +201,8 @@ class AutoSpec:
             return draft
         if isinstance(draft, str):
             raise ValueError(f"draft must be a model, 'ngram' or None, got {draft!r}")
-        target_vocab, draft_vocab = text_config(self.target).vocab_size, text_config(draft).vocab_size
+        target_vocab = attention.text_config(self.target).vocab_size
+        draft_vocab = attention.text_config(draft).vocab_size
         if target_vocab != draft_vocab:
             raise ValueError(f"target and draft vocabularies differ: target vocab_size={target_vocab}, "
                              f"draft vocab_size={draft_vocab}; the draft must share the target's tokenizer")
@@ -206,7 +225,7 @@ class AutoSpec:
         where the controller's cost model came from (cache, shipped, calibrated, given or none)."""
         return {**self.totals.as_dict(), "prior": self.prior_source}
 
-    @torch.inference_mode()
+    @inference_mode
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  generation_config: Any = None, logits_processor: Any = None, stopping_criteria: Any = None,
                  streamer: Any = None, tokenizer: Any = None, **kwargs: Any) -> Any:
@@ -214,17 +233,17 @@ class AutoSpec:
         as keywords or in `generation_config`, logits processors, stopping criteria, stop strings
         with `tokenizer`, a streamer, dict outputs), resolved and applied as HF does; anything it
         cannot honour raises ValueError naming it, before compute (`autospec.backends.generation`)."""
-        call = resolve_call(self.target, input_ids, attention_mask, generation_config, logits_processor,
-                            stopping_criteria, streamer, tokenizer or self.tokenizer, kwargs)
+        call = generation.resolve_call(self.target, input_ids, attention_mask, generation_config, logits_processor,
+                                       stopping_criteria, streamer, tokenizer or self.tokenizer, kwargs)
         return self._generate(call)
 
     def _generate(self, call: Call) -> Any:
-        prompts = split_prompts(call.input_ids, call.attention_mask)     # max_new_tokens: checked by resolve_call
+        prompts = generation.split_prompts(call.input_ids, call.attention_mask)  # max_new_tokens: checked already
         for i, prompt in enumerate(prompts):
             problem = self._prompt_problem(prompt, call.max_new_tokens)
             if problem:
                 raise ValueError(f"prompt {i} {problem}")
-        requests = [GenerationRequest(p, call.max_new_tokens, i, view=call.views[i]) for i, p in enumerate(prompts)]
+        requests = [hf.GenerationRequest(p, call.max_new_tokens, i, view=call.views[i]) for i, p in enumerate(prompts)]
         on_tokens = (lambda request, tokens: call.streamer.put(torch.tensor(tokens))) if call.streamer else None
         backend = self._backend(call.sampling, call.eos_token_ids, requests, call.processing,
                                 keep_scores=call.output_scores or call.output_logits, on_tokens=on_tokens)
@@ -232,8 +251,8 @@ class AutoSpec:
         if call.streamer is not None:
             call.streamer.end()
         results = [backend.results[i] for i in range(len(prompts))]
-        sequences = assemble_output(call.input_ids, [r.output_ids for r in results], call.pad_token_id)
-        return dict_output(sequences, results, call) if call.return_dict else sequences
+        sequences = generation.assemble_output(call.input_ids, [r.output_ids for r in results], call.pad_token_id)
+        return generation.dict_output(sequences, results, call) if call.return_dict else sequences
 
     def as_custom_generate(self):
         """A callable for `target.generate(..., custom_generate=spec.as_custom_generate())`: it takes
@@ -246,11 +265,12 @@ class AutoSpec:
             if unknown:
                 raise ValueError(f"generate arguments {unknown} reached custom_generate as model inputs autospec does "
                                  "not feed, so they are refused rather than ignored")
-            user = user_processors(self.target, generation_config, logits_processor, input_ids,
-                                   model_kwargs.get("attention_mask"))
-            criteria = [c for c in (stopping_criteria or []) if type(c).__name__ not in LOOP_CRITERIA]
-            call = resolve_call(self.target, input_ids, model_kwargs.get("attention_mask"), generation_config, user,
-                                None, streamer, None, {}, prepared_criteria=criteria)
+            user = generation.user_processors(self.target, generation_config, logits_processor, input_ids,
+                                              model_kwargs.get("attention_mask"))
+            criteria = [c for c in (stopping_criteria or []) if type(c).__name__ not in generation.LOOP_CRITERIA]
+            call = generation.resolve_call(self.target, input_ids, model_kwargs.get("attention_mask"),
+                                           generation_config, user, None, streamer, None, {},
+                                           prepared_criteria=criteria)
             return self._generate(call)
         return custom_generate
 
@@ -261,20 +281,21 @@ class AutoSpec:
         """Continuous batching over `requests` (arrival_s offsets honoured on the wall clock); see the
         module docstring for what an invalid request or a failure midway returns. A dict request may
         carry its own generation settings (temperature, top_p, repetition_penalty, stop_strings with
-        `tokenizer`, eos_token_id, ...: SERVE_SETTINGS); its row is processed with them, as
+        `tokenizer`, eos_token_id, ...: serve_settings()); its row is processed with them, as
         `target.generate` on that request alone with those settings would, the others as given here."""
-        check_max_new_tokens(max_new_tokens)
+        generation.check_max_new_tokens(max_new_tokens)
         base = {"do_sample": do_sample, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                 "eos_token_id": eos_token_id}
         all_own = self._model_config_needs_processing(base)
-        args = resolve_generation_args(self.target, None, check=not all_own, max_new_tokens=max_new_tokens,
-                                       eos_token_id=eos_token_id, pad_token_id=None, do_sample=do_sample,
-                                       temperature=temperature, top_k=top_k, top_p=top_p)
+        args = generation.resolve_generation_args(self.target, None, check=not all_own,
+                                                  max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                                                  pad_token_id=None, do_sample=do_sample, temperature=temperature,
+                                                  top_k=top_k, top_p=top_p)
         reqs, rejected = self._admissible(requests, max_new_tokens, base, tokenizer or self.tokenizer, all_own)
         memory, totals = MemorySink(self.records_window), RunningSummary()
         t0 = time.perf_counter()
-        sampling = SamplingConfig(do_sample=args["do_sample"], temperature=args["temperature"], top_k=args["top_k"],
-                                  top_p=args["top_p"])
+        sampling = samplers.SamplingConfig(do_sample=args["do_sample"], temperature=args["temperature"],
+                                           top_k=args["top_k"], top_p=args["top_p"])
         backend = self._backend(sampling, args["eos_token_ids"], reqs) if reqs else None
         error = self._run(backend, len(reqs), progress, [memory, totals], catch=True) if backend else None
         done = [backend.results[r.request_id] for r in reqs if r.request_id in backend.results] if backend else []
@@ -291,10 +312,11 @@ class AutoSpec:
         config = getattr(self.target, "generation_config", None)
         try:
             if config is not None:
-                refuse_unhonoured_config(config, "the model's generation_config")
+                generation.refuse_unhonoured_config(config, "the model's generation_config")
             return False
         except ValueError:
-            prepare_config(self.target, None, {k: v for k, v in base.items() if v is not None} | {"max_new_tokens": 1})
+            given = {k: v for k, v in base.items() if v is not None}
+            generation.prepare_config(self.target, None, given | {"max_new_tokens": 1})
             return True
 
     def _admissible(self, items: Sequence[Any], max_new_tokens: int, base: dict[str, Any] | None = None,
@@ -308,7 +330,7 @@ class AutoSpec:
                 request = as_request(item, index, max_new_tokens)
                 problem = request_problem(request, seen) or self._prompt_problem(request.prompt_ids,
                                                                                  request.max_new_tokens)
-                own = {k: item[k] for k in set(item) & SERVE_SETTINGS} if isinstance(item, dict) else {}
+                own = {k: item[k] for k in set(item) & serve_settings()} if isinstance(item, dict) else {}
                 if not problem and (own or all_own):
                     self._own_settings(request, own, base or {}, tokenizer, shared)
             except ValueError as exc:
@@ -326,15 +348,15 @@ class AutoSpec:
         generation config under them), and give the request its Processing, sampling choice and EOS."""
         merged = {**{k: v for k, v in base.items() if v is not None}, **settings,
                   "max_new_tokens": request.max_new_tokens}
-        config, _ = prepare_config(self.target, None, dict(merged))
+        config, _ = generation.prepare_config(self.target, None, dict(merged))
         prompt = torch.tensor([request.prompt_ids], device=self.device)                # [1, P]
-        resolve_lengths(self.target, config, merged, None, prompt)
-        eos_ids, _ = special_tokens(self.target, config, 1, self.device)
+        generation.resolve_lengths(self.target, config, merged, None, prompt)
+        eos_ids, _ = generation.special_tokens(self.target, config, 1, self.device)
         key = (settings_key(merged), request.max_new_tokens + len(request.prompt_ids)
                if config.forced_eos_token_id is not None else None)
         if key not in shared:
-            shared[key] = build_processing(self.target, config, prompt, None, None, tokenizer, self.device,
-                                           torch.ones_like(prompt), want_scores=True)
+            shared[key] = generation.build_processing(self.target, config, prompt, None, None, tokenizer,
+                                                      self.device, torch.ones_like(prompt), want_scores=True)
         request.processing, request.do_sample = shared[key], bool(config.do_sample)
         request.eos_token_ids = tuple(eos_ids)
 
@@ -348,7 +370,7 @@ class AutoSpec:
             bad = low if low < 0 else high
             return (f"has token id {bad} at position {prompt.index(bad)}, outside the vocabulary "
                     f"(0..{self.token_limit - 1})")
-        limit = getattr(text_config(self.target), "max_position_embeddings", None)
+        limit = getattr(attention.text_config(self.target), "max_position_embeddings", None)
         if limit and len(prompt) + max_new_tokens + self.max_spec_len > limit:
             return (f"has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} and spec_len up to "
                     f"{self.max_spec_len} it exceeds the model's context of {limit}")
@@ -362,16 +384,16 @@ class AutoSpec:
         generator = self.generator
         rows = self.max_batch_size
         if processing is not None and processing.has_processors:          # warpers are in HF's processor list
-            sampling = SamplingConfig(do_sample=sampling.do_sample)
+            sampling = samplers.SamplingConfig(do_sample=sampling.do_sample)
         drafter = None
         if self.draft == "ngram":
-            drafter = NgramDrafter(max_n=self.ngram_max_n, device=self.device)
+            drafter = drafters.NgramDrafter(max_n=self.ngram_max_n, device=self.device)
         elif self.draft is not None:
-            drafter = ModelDrafter(self.draft, sampling, rows, slots, generator, plan=self.plans["draft"])
-        backend = HFBackend(self.target, drafter, sampling=sampling, eos_token_ids=eos_token_ids,
-                            max_batch_size=rows, max_spec_len=self.max_spec_len, slots_capacity=slots,
-                            generator=generator, plan=self.plans["target"], processing=processing,
-                            keep_scores=keep_scores, on_tokens=on_tokens)
+            drafter = drafters.ModelDrafter(self.draft, sampling, rows, slots, generator, plan=self.plans["draft"])
+        backend = hf.HFBackend(self.target, drafter, sampling=sampling, eos_token_ids=eos_token_ids,
+                               max_batch_size=rows, max_spec_len=self.max_spec_len, slots_capacity=slots,
+                               generator=generator, plan=self.plans["target"], processing=processing,
+                               keep_scores=keep_scores, on_tokens=on_tokens)
         backend.submit(requests)
         return backend
 
@@ -417,9 +439,14 @@ ENGINE_CONTROLLER_OPTIONS = {"switch_margin": 0.08, "draw_margin": 0.03, "min_ru
 HF_PREPARED_KWARGS = {"attention_mask", "position_ids", "logits_to_keep", "cache", "past_key_values", "use_cache",
                       "cache_position", "output_attentions", "output_hidden_states", "return_dict"}
 REQUEST_KEYS = {"prompt_ids", "max_new_tokens", "request_id", "arrival_s"}
-# Generation settings a serve() request may carry for itself (what makes a different output per row).
-SERVE_SETTINGS = set(APPLIED) - {"max_length", "max_new_tokens", "num_return_sequences", "return_dict_in_generate",
-                                 "output_scores", "output_logits", "use_cache", "pad_token_id"}
+
+
+@functools.cache
+def serve_settings() -> frozenset[str]:
+    """Generation settings a serve() request may carry for itself (what makes a different output per row)."""
+    return frozenset(generation.APPLIED) - {"max_length", "max_new_tokens", "num_return_sequences",
+                                            "return_dict_in_generate", "output_scores", "output_logits",
+                                            "use_cache", "pad_token_id"}
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -428,7 +455,7 @@ def settings_key(settings: dict[str, Any]) -> str:
 
 def request_key(item: Any, index: int) -> int | str:
     """The id a request is reported under (its own when it has a usable one, else its index)."""
-    rid = item.request_id if isinstance(item, GenerationRequest) else (
+    rid = item.request_id if isinstance(item, hf.GenerationRequest) else (
         item.get("request_id", index) if isinstance(item, dict) else index)
     return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else index
 
@@ -436,19 +463,19 @@ def request_key(item: Any, index: int) -> int | str:
 def as_request(item: Any, index: int, max_new_tokens: int) -> GenerationRequest:
     """A GenerationRequest from a request, a dict with REQUEST_KEYS, or a list of token ids
     (ValueError naming what is wrong with it)."""
-    if isinstance(item, GenerationRequest):
+    if isinstance(item, hf.GenerationRequest):
         token_list(item.prompt_ids)
         return item
     if isinstance(item, dict):
-        unknown = sorted(set(item) - REQUEST_KEYS - SERVE_SETTINGS)
+        unknown = sorted(set(item) - REQUEST_KEYS - serve_settings())
         if unknown:
             raise ValueError(f"has keys autospec does not honour: {unknown} (a request takes {sorted(REQUEST_KEYS)} "
-                             "and generation settings of its own: autospec.entrypoints.engine.SERVE_SETTINGS)")
+                             "and generation settings of its own: autospec.entrypoints.engine.serve_settings())")
         if "prompt_ids" not in item:
             raise ValueError("has no prompt_ids")
-        return GenerationRequest(token_list(item["prompt_ids"]), item.get("max_new_tokens", max_new_tokens),
-                                 item.get("request_id", index), item.get("arrival_s", 0.0))
-    return GenerationRequest(token_list(item), max_new_tokens, index)
+        return hf.GenerationRequest(token_list(item["prompt_ids"]), item.get("max_new_tokens", max_new_tokens),
+                                    item.get("request_id", index), item.get("arrival_s", 0.0))
+    return hf.GenerationRequest(token_list(item), max_new_tokens, index)
 
 
 def token_list(ids: Any) -> list[int]:
@@ -467,7 +494,7 @@ def request_problem(request: GenerationRequest, seen: set) -> str | None:
         return f"has request_id {rid!r}: it must be an int or a str"
     if rid in seen:
         return "repeats an earlier request's id; ids must be unique within a serve() call"
-    if not valid_budget(budget):
+    if not generation.valid_budget(budget):
         return f"has max_new_tokens={budget!r}: it must be an integer >= 1"
     if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not 0 <= arrival < float("inf"):
         return f"has arrival_s={arrival!r}: it must be a finite number of seconds >= 0"
