@@ -89,20 +89,7 @@ def validate_vllm(document: Any) -> Ranges:
     for lo, hi, k in ranges:
         if k > k_max:
             raise ExportError(f"K = {k} for batch sizes {lo}..{hi} is above num_speculative_tokens = {k_max}")
-    _check_with_vllm(config["num_speculative_tokens_per_batch_size"])
     return ranges
-
-
-def _check_with_vllm(schedule: list) -> None:
-    """Also run vLLM's own validator when vLLM is installed."""
-    try:
-        from vllm.v1.spec_decode.dynamic.utils import validate_and_normalize_dynamic_sd_schedule
-    except Exception:  # vLLM absent (or another version): our rules above stand alone
-        return
-    try:
-        validate_and_normalize_dynamic_sd_schedule(schedule)
-    except ValueError as exc:
-        raise ExportError(f"vLLM rejects the schedule: {exc}") from exc
 
 
 # --- SGLang ---------------------------------------------------------------------------------

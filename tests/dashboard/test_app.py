@@ -122,3 +122,29 @@ def test_a_log_with_only_the_required_fields_renders_with_its_metrics(tmp_path, 
     assert metric(at, "goodput (tokens/s)") == f"{(3 + 1 + 4) / 0.010:,.1f}"
     assert metric(at, "tokens per target pass") == f"{(3 + 1 + 4) / 4:.2f}"
     assert metric(at, "mean spec_len") == "2.00"
+
+
+def test_a_run_written_by_the_vllm_integration_renders(tmp_path, monkeypatch):
+    """The vLLM scheduler's run log (autospec.integrations.vllm_steps, here fed vLLM-shaped outputs:
+    2 decode rows, K = 2, one row accepting both drafts) is a dashboard run like any other."""
+    from types import SimpleNamespace
+
+    from autospec.integrations.vllm_steps import VllmSettings, build_decisions
+    monkeypatch.setenv("AUTOSPEC_RUNS_DIR", str(tmp_path))
+    clock = SimpleNamespace(now=0.0)
+    decisions = build_decisions(VllmSettings(controller="fixed:2", max_spec_len=2, run_name="vllm-run",
+                                             runs_dir=str(tmp_path)), clock=lambda: clock.now, meta={"vllm": "0.32.0"})
+    so = SimpleNamespace(total_num_scheduled_tokens=6, num_scheduled_tokens={"a": 3, "b": 3},
+                         scheduled_spec_decode_tokens={"a": [5, 5], "b": [5, 5]}, num_invalid_spec_tokens={})
+    mro = SimpleNamespace(req_id_to_index={"a": 0, "b": 1}, sampled_token_ids=[[5, 5, 7], [7]])
+    for _ in range(11):
+        decisions.choose(2, 2)
+        decisions.scheduled(6)
+        clock.now += 0.02
+        decisions.completed(so, mro)
+    decisions.close()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert metric(at, "goodput (tokens/s)") == f"{(2 + 2) / 0.02:,.1f}"        # 2 accepted + 2 target tokens
+    assert metric(at, "mean spec_len") == "2.00"
+    assert metric(at, "tokens per target pass") == "2.00"
