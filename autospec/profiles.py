@@ -61,6 +61,15 @@ class Profile:
     def draft_has_cost(self) -> bool:
         return self.draft_model not in NO_COST_DRAFTS
 
+    def target_shape_mismatch(self, config: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(the target shape this profile recorded, `config`'s values of those fields) when they
+        differ; None when they match or the profile records no shape."""
+        shape = self.extra.get("target_shape")
+        if not shape:
+            return None
+        actual = {k: getattr(config, k, None) for k in shape}
+        return None if actual == shape else (shape, actual)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "autospec_profile": FORMAT_VERSION, "name": self.name, "context_len": self.context_len,

@@ -256,10 +256,8 @@ def _save(profile: Profile, path: Path) -> None:
 
 def check_profile_matches(cost_model: CostModel, target: torch.nn.Module) -> None:
     """A profile that records its target's shape must describe this target."""
-    shape = cost_model.profile.extra.get("target_shape")
-    if not shape:
-        return
-    actual = {k: getattr(target.config, k, None) for k in shape}
-    if actual != shape:
+    mismatch = cost_model.profile.target_shape_mismatch(target.config)
+    if mismatch:
+        shape, actual = mismatch
         raise ValueError(f"profile {cost_model.name} was measured for a target with {shape}, but this target has "
                          f"{actual}: profile this model pair with `autospec profile`")

@@ -22,10 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.integrations import test_vllm_scheduler as harness  # noqa: E402  (the tests' replay harness)
 
-CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
-          "max_position_embeddings": 2048, "torch_dtype": "float32"}
-
 
 def measure(model_dir: str, async_: bool, batch: int, steps: int) -> dict:
     scheduler = harness.make_scheduler(model_dir, async_=async_)
@@ -44,9 +40,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp())
-    (folder / "config.json").write_text(json.dumps(CONFIG))
-    rows = [measure(str(folder), a, b, args.steps) for a in (False, True) for b in (1, 4, 16)]
+    model_dir = harness.write_model_dir(Path(tempfile.mkdtemp()))
+    rows = [measure(model_dir, a, b, args.steps) for a in (False, True) for b in (1, 4, 16)]
     print(f"{'class':<24} {'batch':>5} {'best K':>6} {'ratio':>6} {'us/step':>8}  K played (last 100)  mismatches")
     for r in rows:
         print(f"{r['class']:<24} {r['batch_size']:>5} {r['best_k']:>6} {r['ratio']:>6.3f} "

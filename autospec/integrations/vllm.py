@@ -117,8 +117,7 @@ class _AutoSpecMixin:
     autospec: SpecLenDecisions
 
     def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        check_version(vllm_version())
+        super().__init__(*args, **kwargs)             # the version was checked when the class was built
         self_check(self)
         problem = config_problem(self.vllm_config, self.dynamic_sd_lookup)
         if problem:

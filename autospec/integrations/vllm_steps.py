@@ -91,14 +91,12 @@ def _checked(given: dict[str, Any], num_speculative_tokens: int) -> dict[str, An
 
 def profile_problem(cost_model: CostModel, hf_config: Any) -> str | None:
     """Why a profile (one that records its target's shape) does not describe vLLM's model, or None."""
-    shape = cost_model.profile.extra.get("target_shape")
-    if not shape:
+    mismatch = cost_model.profile.target_shape_mismatch(hf_config)
+    if not mismatch:
         return None
-    actual = {k: getattr(hf_config, k, None) for k in shape}
-    if actual == shape:
-        return None
+    shape, actual = mismatch
     return (f"autospec profile {cost_model.name} was measured for a target with {shape}, but vLLM serves "
-            f"one with {actual}: measure this model with `autospec profile --engine vllm`")
+            f"one with {actual}: give a profile of this model, or none (a flat prior)")
 
 
 def build_decisions(settings: VllmSettings, hf_config: Any = None, clock: Callable[[], float] = time.perf_counter,
@@ -116,26 +114,25 @@ def build_decisions(settings: VllmSettings, hf_config: Any = None, clock: Callab
         run_meta = {"kind": "vllm", "controller": settings.controller, "max_spec_len": settings.max_spec_len,
                     "prior": settings.profile or "none", "arms": settings.arms, **(meta or {})}
         sinks.append(RunWriter(settings.run_name, run_meta, settings.runs_dir))
-    decisions = SpecLenDecisions(controller, settings.max_spec_len, settings.arms == "table", clock, sinks)
-    decisions.cost_model = cost_model
-    return decisions
+    return SpecLenDecisions(controller, settings.max_spec_len, settings.arms == "table", clock, sinks, cost_model)
 
 
 @dataclass
 class _Decision:
     num_decode_rows: int
     spec_len: int
-    scheduled_s: float
+    scheduled_s: float = 0.0                        # set when schedule() returns
 
 
 class SpecLenDecisions:
     """The controller's side of vLLM's schedule() / update_from_output() loop (module contract)."""
 
     def __init__(self, controller: Any, max_spec_len: int, within_table: bool = True,
-                 clock: Callable[[], float] = time.perf_counter, sinks: list[Any] | None = None):
+                 clock: Callable[[], float] = time.perf_counter, sinks: list[Any] | None = None,
+                 cost_model: CostModel | None = None):
         self.controller, self.max_spec_len, self.within_table = controller, max_spec_len, within_table
         self.clock, self.sinks = clock, list(sinks or [])
-        self.cost_model: CostModel | None = None        # the controller's prior, where it has one
+        self.cost_model = cost_model                    # the controller's prior, where it has one
         self.active = True
         self.failure: str | None = None
         self.num_steps = 0                               # records observed
@@ -161,7 +158,7 @@ class SpecLenDecisions:
         finally:
             self.choose_time_s += time.perf_counter() - t0
         k = min(k, static_k) if self.within_table else k
-        self._pending = _Decision(num_decode_rows, k, self.clock())
+        self._pending = _Decision(num_decode_rows, k)
         return k
 
     def scheduled(self, total_num_scheduled_tokens: int, started_s: float | None = None) -> None:
@@ -169,9 +166,8 @@ class SpecLenDecisions:
         decision, self._pending = self._pending, None
         if total_num_scheduled_tokens <= 0:
             return
-        started_s = self.clock() if started_s is None else started_s
-        decision = decision or _Decision(0, 0, started_s)
-        decision.scheduled_s = started_s
+        decision = decision or _Decision(0, 0)
+        decision.scheduled_s = self.clock() if started_s is None else started_s
         self._queue.append(decision)
 
     # --- update_from_output(): the feedback ---------------------------------------------------

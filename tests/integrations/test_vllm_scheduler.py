@@ -14,6 +14,8 @@ import pytest
 
 vllm = pytest.importorskip("vllm")
 
+import torch  # noqa: E402
+
 from vllm.config import CacheConfig, ModelConfig, ParallelConfig, SchedulerConfig, SpeculativeConfig, VllmConfig  # noqa: E402
 from vllm.sampling_params import SamplingParams  # noqa: E402
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec  # noqa: E402
@@ -26,15 +28,20 @@ import autospec.integrations.vllm as integration  # noqa: E402
 P_ACCEPT, K_MAX, BLOCK = 0.7, 4, 16
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A config-only Llama checkpoint folder (vLLM's ModelConfig reads config.json, no weights)."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+TINY_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
               "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
               "vocab_size": 512, "max_position_embeddings": 2048, "torch_dtype": "float32"}
-    (folder / "config.json").write_text(json.dumps(config))
+
+
+def write_model_dir(folder) -> str:
+    """A config-only Llama checkpoint folder (vLLM's ModelConfig reads config.json, no weights)."""
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA))
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_model_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def make_scheduler(model_dir, async_=False, table=None, autospec=None, data_parallel=1, runs_dir=None):
@@ -56,7 +63,7 @@ def make_scheduler(model_dir, async_=False, table=None, autospec=None, data_para
     vcfg.cache_config.num_gpu_blocks = 20000
     kv = KVCacheConfig(num_blocks=20000, kv_cache_tensors=[], kv_cache_groups=[
         KVCacheGroupSpec(["layer"], FullAttentionSpec(block_size=BLOCK, num_kv_heads=1, head_size=1,
-                                                      dtype=__import__("torch").float32))])
+                                                      dtype=torch.float32))])
     # vLLM validates async scheduling only with model drafters (and the CPU platform turns it off):
     # switch it on after validation, so that the dispatcher picks the AsyncScheduler subclass
     vcfg.scheduler_config.async_scheduling = async_
