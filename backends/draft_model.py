@@ -12,6 +12,11 @@ Contract:
   `draft_config.json` (layer count, the target's shape, the weights' sha256, the training record).
   `load_draft(target, folder)` rebuilds it offline and raises `DraftCheckpointError` naming the
   problem for a missing, corrupted, truncated or mismatched checkpoint.
+- `hf_draft_folder(kind, target_dir, out)` writes a draft as a plain HF checkpoint folder that other
+  engines load (vLLM's `draft_model`): 'first:N' (the target's first N layers) or 'distilled' (the
+  shipped draft's layers and norm on the target's embedding). Such a folder has the target's FULL
+  head: the shipped draft's vocabulary subset cannot be written in that format, so its greedy
+  proposals there may differ from autospec's (only acceptance changes; the target verifies).
 """
 from __future__ import annotations
 
@@ -165,3 +170,50 @@ def make_draft(kind: str, target: Any) -> Any:
     if kind == "distilled":
         return load_shipped_draft(target)
     raise ValueError(f"--draft must be ngram, distilled or first:N, got {kind!r}")
+
+
+def hf_draft_folder(kind: str, target_dir: str | Path, out: str | Path) -> Path:
+    """`kind` ('first:N' or 'distilled') as an HF checkpoint folder beside the target's files (module
+    contract); reuses `out` when it already holds the same draft."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    target_dir, out = Path(target_dir), Path(out)
+    config = json.loads((target_dir / "config.json").read_text())
+    num_layers, own = _hf_draft_layers(kind, config["num_hidden_layers"])
+    stamp = {"kind": kind, "num_layers": num_layers, "target": str(target_dir)}
+    if (out / "autospec_draft.json").exists() and json.loads((out / "autospec_draft.json").read_text()) == stamp:
+        return out
+    weights = {k: v for k, v in load_file(str(target_dir / "model.safetensors")).items()
+               if not k.startswith("model.layers.") or int(k.split(".")[2]) < num_layers}
+    weights.update({f"model.{k}": v.to(weights["model.norm.weight"].dtype) for k, v in own.items()})
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config["num_hidden_layers"] = num_layers
+    if config.get("layer_types"):
+        config["layer_types"] = config["layer_types"][:num_layers]
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"):
+        if (target_dir / name).exists():
+            shutil.copy(target_dir / name, out / name)
+    (out / "autospec_draft.json").write_text(json.dumps(stamp))
+    return out
+
+
+def _hf_draft_layers(kind: str, total_layers: int) -> tuple[int, dict[str, torch.Tensor]]:
+    """(layer count, the draft's own weights keyed as in the target's `model.` module) for `kind`."""
+    from safetensors.torch import load_file
+
+    if kind.startswith("first:"):
+        num_layers = int(kind.split(":", 1)[1])
+        if not 1 <= num_layers < total_layers:
+            raise ValueError(f"first:N needs N in 1..{total_layers - 1}, got {num_layers}")
+        return num_layers, {}
+    if kind == "distilled":
+        folder = shipped_draft_dir()
+        config = _read_config(folder)
+        weights = load_file(str(folder / WEIGHTS_FILE))
+        weights.pop("vocab_subset")
+        return config["num_layers"], weights
+    raise ValueError(f"an HF draft folder is made from 'first:N' or 'distilled', got {kind!r}")

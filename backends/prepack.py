@@ -3,7 +3,8 @@
 Contract:
 - `PackedLinears(model)` finds every `nn.Linear` of a model on the CPU in bfloat16 and keeps a
   copy of its weight reordered once into oneDNN's blocked layout (`supported(model)` says whether
-  it applies: CPU, bfloat16, a torch built with oneDNN).
+  it applies: CPU, bfloat16, a torch built with oneDNN, and a CPU where oneDNN has a bfloat16 path:
+  AVX-512 (bw, vl, dq) or AVX-NE-CONVERT; an AVX2-only CPU runs the model unpacked).
 - `with packed.active():` routes those modules' forwards through the packed op and restores the
   model afterwards, so the user's own calls outside the block are untouched. A weight changed in
   place since it was packed (its version counter moved) is packed again on entry.
@@ -16,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from typing import Iterator
 
@@ -30,8 +32,22 @@ def supported(model: nn.Module) -> bool:
     param = next(model.parameters(), None)
     if param is None or param.device.type != "cpu" or param.dtype != torch.bfloat16:
         return False
+    return cpu_can_pack()
+
+
+@functools.cache
+def cpu_can_pack() -> bool:
+    """oneDNN's bf16 linear ops exist in this torch and run on this CPU (a one-off 8x8 probe)."""
     ops = torch.ops.mkldnn
-    return torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")
+    if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
+            and hasattr(ops, "_linear_pointwise")):
+        return False
+    try:
+        probe = torch.ones(8, 8, dtype=torch.bfloat16)
+        ops._linear_pointwise(probe, ops._reorder_linear_weight(probe, BATCH_HINT), None, "none", [], "")
+    except RuntimeError:                     # "bf16 path needs the cpu support avx_ne_convert or avx512bw, ..."
+        return False
+    return True
 
 
 class _Packed:
@@ -64,7 +80,8 @@ def _version(weight: torch.Tensor) -> int | None:
 class PackedLinears:
     def __init__(self, model: nn.Module):
         if not supported(model):
-            raise ValueError("prepacked linears need a CPU bfloat16 model and a torch built with oneDNN")
+            raise ValueError("prepacked linears need a CPU bfloat16 model, a torch built with oneDNN and a CPU "
+                             "with its bfloat16 path (AVX-512 bw/vl/dq or AVX-NE-CONVERT)")
         with torch.inference_mode(False), torch.no_grad():
             self.layers = [_Packed(m) for m in model.modules() if type(m) is nn.Linear]
         self._depth = 0                                                      # nested `active()` blocks

@@ -57,23 +57,49 @@ def test_sglang_broken_files_are_named(doc, message):
         validate_sglang(doc)
 
 
-def test_trtllm_export_keeps_batch_size_one_at_the_maximum():
-    doc = to_trtllm(RANGES)
-    assert doc == {"max_draft_len": 6, "draft_len_schedule": {1: 6, 16: 3, 64: 0}}
-    assert validate_trtllm(json.loads(json.dumps(doc))) == {1: 6, 16: 3, 64: 0}
-    capped = to_trtllm([(1, 3, 2), (4, 8, 5)])            # a later K above batch 1's is capped
+def trtllm_new_lookup(schedule: dict, batch_size: int) -> int:
+    """Current TensorRT-LLM's get_draft_len_for_batch_size: the first key >= batch size, else 0."""
+    keys = sorted(int(k) for k in schedule)
+    return next((schedule[k] for k in keys if k >= batch_size), 0)
+
+
+def trtllm_old_lookup(schedule: dict, batch_size: int) -> int:
+    """Earlier TensorRT-LLM: the largest key <= batch size."""
+    return schedule[max(k for k in schedule if k <= batch_size)]
+
+
+def test_trtllm_export_keys_match_the_lookup_of_each_version():
+    upper, lower = to_trtllm(RANGES), to_trtllm(RANGES, semantics="lower")
+    assert upper == {"max_draft_len": 6, "draft_len_schedule": {15: 6, 63: 3, 256: 0}}
+    assert lower == {"max_draft_len": 6, "draft_len_schedule": {1: 6, 16: 3, 64: 0}}
+    for b in range(1, 257):
+        want = next(k for lo, hi, k in RANGES if lo <= b <= hi)
+        assert trtllm_new_lookup(upper["draft_len_schedule"], b) == want
+        assert trtllm_old_lookup(lower["draft_len_schedule"], b) == want
+    assert validate_trtllm(json.loads(json.dumps(upper))) == {15: 6, 63: 3, 256: 0}
+    assert validate_trtllm(json.loads(json.dumps(lower)), "lower") == {1: 6, 16: 3, 64: 0}
+    capped = to_trtllm([(1, 3, 2), (4, 8, 5)], semantics="lower")     # a later K above batch 1's is capped
     assert capped["draft_len_schedule"] == {1: 2, 4: 2}
+    with pytest.raises(ExportError, match="semantics"):
+        to_trtllm(RANGES, semantics="middle")
 
 
 @pytest.mark.parametrize("schedule, max_len, message", [
-    ({"2": 3}, 3, "must include batch size 1"),
+    ({}, 3, "is empty"),
     ({"1": 2, "8": 1}, 3, r"draft_len_schedule\[1\] = 2 must equal max_draft_len = 3"),
+    ({"4": 2, "8": 3}, 3, r"draft_len_schedule\[4\] = 2 must equal max_draft_len = 3"),
     ({"1": 3, "8": 4}, 3, r"draft_len_schedule\[8\] = 4 is above max_draft_len = 3"),
     ({"0": 3}, 3, "threshold must be >= 1"),
 ])
 def test_trtllm_broken_files_are_named(schedule, max_len, message):
     with pytest.raises(ExportError, match=message):
         validate_trtllm({"max_draft_len": max_len, "draft_len_schedule": schedule})
+
+
+def test_trtllm_lower_bound_keys_need_batch_size_one():
+    with pytest.raises(ExportError, match="must include batch size 1"):
+        validate_trtllm({"max_draft_len": 3, "draft_len_schedule": {"2": 3}}, "lower")
+    assert validate_trtllm({"max_draft_len": 3, "draft_len_schedule": {"2": 3}}) == {2: 3}
 
 
 def test_not_json_and_unknown_engine():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from autospec.cost_model import CostModel
-from autospec.export import ENGINES, ExportError, to_sglang, to_trtllm, to_vllm, validate_file
+from autospec.export import ENGINES, TRTLLM_SEMANTICS, ExportError, to_sglang, to_trtllm, to_vllm, validate_file
 from autospec.plan import (DEFAULT_MARGIN, acceptance_from_run, acceptance_vector, converged_spec_lens,
                            format_plan, plan_rows, policy_ranges)
 from autospec.types import StepRecord
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-spec-len", type=int, default=8)
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="goodput margin for near-ties and range merging")
     p.add_argument("--export", choices=ENGINES, default=None)
+    add_trtllm_semantics(p)
     p.add_argument("--method", default="draft_model", help="vLLM speculative method written in the export")
     p.add_argument("--draft-model", default=None, help="draft model name written in the vLLM export")
     p.add_argument("--out", type=Path, default=None, help="write the export here (default: print it)")
@@ -79,9 +80,9 @@ def write_export(args: argparse.Namespace, model: CostModel, acceptance: np.ndar
         near = {lo: plan_rows(model, acceptance, [lo], args.max_spec_len, args.margin)[0].near_best for lo, _, _ in ranges}
         document = to_sglang(ranges, near)
     else:
-        document = to_trtllm(ranges)
+        document = to_trtllm(ranges, args.trtllm_semantics)
     text = json.dumps(document, indent=1)
-    validate_file(text, args.export)
+    validate_file(text, args.export, args.trtllm_semantics)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
@@ -90,15 +91,22 @@ def write_export(args: argparse.Namespace, model: CostModel, acceptance: np.ndar
 
 
 
+def add_trtllm_semantics(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trtllm-semantics", choices=TRTLLM_SEMANTICS, default="upper",
+                   help="TensorRT-LLM draft_len_schedule keys: upper bounds (current releases, batch sizes above "
+                        "the last key draft nothing) or lower bounds (releases before PR #10860)")
+
+
 def add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path)
     p.add_argument("--engine", choices=ENGINES, required=True)
+    add_trtllm_semantics(p)
 
 
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        result = validate_file(args.file.read_text(encoding="utf-8"), args.engine)
+        result = validate_file(args.file.read_text(encoding="utf-8"), args.engine, args.trtllm_semantics)
     except ExportError as exc:
         print(f"{args.file}: rejected for {args.engine}: {exc}")
         return 1

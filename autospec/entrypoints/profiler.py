@@ -22,6 +22,8 @@ Contract:
   cells predict for it at its actual verify width. The median residual per (batch_size, spec_len)
   is the profile's `step_overhead` (0 at spec_len 0 by construction), which the cost model adds to
   every step (and extends along a line in spec_len).
+- `--engine vllm` measures through vLLM instead (`autospec.integrations.vllm_profile`, in vLLM's
+  environment): whole steps per (batch_size, K) and acceptance, in the same YAML format.
 - The YAML records device, dtype, library versions, date, command, settings, every raw timing, the
   target's shape (checked when the profile is used with a model) and the cost model's held-out
   fit error.
@@ -107,6 +109,9 @@ def sweep_residuals_ms(target: Any, draft: Any, rows: list[list[int]], cells_mod
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                   help="hf: autospec's own backend; vllm: whole steps through vLLM (run in vLLM's environment, "
+                        "autospec.integrations.vllm_profile)")
     p.add_argument("--target", default="smollm2", help="'smollm2' (the embedded model) or a local HF checkpoint folder")
     p.add_argument("--draft", default="first:4", help="'ngram', 'first:N' (target's first N layers), 'distilled' or a folder")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
@@ -164,6 +169,13 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    if args.engine == "vllm":
+        from autospec.integrations.vllm_profile import run_vllm_profile
+        return run_vllm_profile(args)
+    return run_hf_profile(args)
+
+
+def run_hf_profile(args: argparse.Namespace) -> int:
     from autospec.backends.timing import CellTimer, cell_order, measure_cells, model_shape, summarize_cells
     from autospec.cost_model import CostModel
     from autospec.profiles import Profile

@@ -25,6 +25,11 @@ Contract:
 - The static table vLLM was given stays the fallback (a failing controller: logged, then vLLM's
   table decides) and, with arms="table" (the default), the upper envelope of K at each batch size:
   on GPU vLLM prepares CUDA graphs only for the K values its table uses.
+- In-process use (an `LLM` built with `VLLM_ENABLE_V1_MULTIPROCESSING=0`: `autospec profile --engine
+  vllm`, `benchmarks/vllm_online.py`): `in_process_scheduler(llm)` finds autospec's scheduler,
+  `set_policy` switches who chooses K between workloads (a controller, or a static schedule played
+  by vLLM's own lookup), `run_phases` serves token-id prompts in phases of fixed concurrency (a
+  closed loop: a finished request's slot takes the phase's next one) and times them.
 - This is the only module of autospec that imports vLLM, and it does so on first use of the
   scheduler classes (module `__getattr__`), so `register` can run in every vLLM process cheaply.
 """
@@ -188,6 +193,70 @@ def validate_export(document: dict[str, Any], model: str | None = None) -> Any:
         return SpeculativeConfig(**config)
     except (ValueError, TypeError) as exc:
         raise ExportError(f"vLLM {vllm_version()} rejects the export: {exc}") from exc
+
+
+def in_process_llm(**engine_args: Any) -> Any:
+    """`vllm.LLM(**engine_args)` with its engine core in this process (its scheduler reachable)."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    from vllm import LLM
+    return LLM(**engine_args)
+
+
+def in_process_scheduler(llm: Any) -> Any:
+    """autospec's scheduler inside `llm` (RuntimeError when vLLM runs its engine core in another
+    process, or with another scheduler)."""
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)
+    scheduler = getattr(core, "scheduler", None)
+    if scheduler is None:
+        raise RuntimeError("the LLM's engine core runs in another process: build it with "
+                           "VLLM_ENABLE_V1_MULTIPROCESSING=0 to reach its scheduler")
+    if not isinstance(getattr(scheduler, "autospec", None), SpecLenDecisions):
+        raise RuntimeError(f"the LLM's scheduler is {type(scheduler).__name__}, not autospec's: build it with "
+                           "scheduler_cls='autospec.integrations.vllm.AutoSpecScheduler'")
+    return scheduler
+
+
+def set_policy(scheduler: Any, controller: Any | None = None, schedule: list[list[int]] | None = None,
+               cost_model: Any = None) -> None:
+    """Who chooses K from the next step on: `controller` (within `schedule`'s K where given), or, with
+    controller None, vLLM's own lookup over `schedule` ([[lo, hi, K], ...], vLLM's format: indexed by
+    the number of scheduled rows, prefills included). Call it while the engine is idle."""
+    if schedule is not None:
+        from vllm.v1.spec_decode.dynamic.utils import (build_dynamic_sd_schedule_lookup,
+                                                       validate_and_normalize_dynamic_sd_schedule)
+        normalized = validate_and_normalize_dynamic_sd_schedule(schedule)
+        scheduler.dynamic_sd_lookup.static = build_dynamic_sd_schedule_lookup(
+            normalized, scheduler.scheduler_config.max_num_seqs, scheduler.num_spec_tokens)
+    scheduler.autospec.use(controller, cost_model)
+
+
+def run_phases(llm: Any, phases: list[tuple[int, list[list[int]]]], max_tokens: int,
+               progress: Any = None) -> dict[str, Any]:
+    """Greedy generation of every phase's prompts (token ids), `max_tokens` each (EOS ignored), at most
+    `concurrency` requests in flight within a phase; phases run one after another. Returns the token
+    ids per request (in order), the wall time per phase and in all."""
+    from vllm import SamplingParams
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    engine, tokens, phase_s = llm.llm_engine, {}, []
+    t0 = time.perf_counter()
+    for p, (concurrency, prompts) in enumerate(phases):
+        started = time.perf_counter()
+        waiting = [(f"p{p}-r{i}", ids) for i, ids in enumerate(prompts)]
+        in_flight = 0
+        while waiting or in_flight:
+            while waiting and in_flight < concurrency:
+                request_id, ids = waiting.pop(0)
+                engine.add_request(request_id, {"prompt_token_ids": list(ids)}, params)
+                in_flight += 1
+            for out in engine.step():
+                if out.finished:
+                    tokens[out.request_id] = list(out.outputs[0].token_ids)
+                    in_flight -= 1
+                    if progress is not None:
+                        progress.update(1)
+        phase_s.append(time.perf_counter() - started)
+    order = [f"p{p}-r{i}" for p, (_, prompts) in enumerate(phases) for i in range(len(prompts))]
+    return {"tokens": [tokens[r] for r in order], "phase_s": phase_s, "wall_s": time.perf_counter() - t0}
 
 
 def __getattr__(name: str) -> Any:

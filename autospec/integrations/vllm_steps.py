@@ -26,6 +26,8 @@ Contract:
   step's schedule() when the engine sat idle in between).
 - A controller or sink that raises disables the controller for the rest of the run: `choose` then
   returns `static_k` (vLLM's own table) and the failure is logged once; serving goes on.
+- `use(controller)` hands the decisions to another controller (None: vLLM's own table decides) while
+  the engine is idle (profiling and benchmarks switch policies on one engine between workloads).
 """
 from __future__ import annotations
 
@@ -142,6 +144,14 @@ class SpecLenDecisions:
         self._verifying: _Decision | None = None        # whose drafts the next completion verifies
         self._last_completed_s: float | None = None
         self._step_ema_s = 0.0
+
+    def use(self, controller: Any | None, cost_model: CostModel | None = None) -> None:
+        """From the next step on `controller` chooses K (None: vLLM's static table); call it while no
+        step is in flight, as it forgets the decisions still queued."""
+        self.controller, self.cost_model = controller, cost_model
+        self.active, self.failure = controller is not None, None
+        self._pending, self._verifying, self._last_completed_s, self._step_ema_s = None, None, None, 0.0
+        self._queue.clear()
 
     # --- schedule(): the decision -----------------------------------------------------------
     def choose(self, num_decode_rows: int, static_k: int) -> int:

@@ -20,7 +20,7 @@ from vllm.config import CacheConfig, ModelConfig, ParallelConfig, SchedulerConfi
 from vllm.sampling_params import SamplingParams  # noqa: E402
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec  # noqa: E402
 from vllm.v1.outputs import DraftTokenIds, ModelRunnerOutput  # noqa: E402
-from vllm.v1.request import Request  # noqa: E402
+from vllm.v1.request import Request, RequestStatus  # noqa: E402
 from vllm.v1.structured_output import StructuredOutputManager  # noqa: E402
 
 import autospec.integrations.vllm as integration  # noqa: E402
@@ -241,3 +241,46 @@ def test_greedy_output_through_vllm_is_identical_with_autospec_choosing_k(tmp_pa
     assert records and any(r.spec_len > 0 for r in records) and sum(r.num_accepted_tokens for r in records) > 0
     meta = json.loads((tmp_path / "runs" / "vllm-online" / "run.json").read_text())
     assert meta["kind"] == "vllm" and meta["status"] == "finished"
+
+
+def test_set_policy_switches_who_chooses_k_on_one_engine(model_dir):
+    """Between workloads: a new controller plays its K at once; with none, vLLM's own lookup over the
+    given schedule decides (indexed by its count of scheduled rows)."""
+    from autospec.controllers import build_controller
+    scheduler = make_scheduler(model_dir)
+    integration.set_policy(scheduler, build_controller("fixed:2", max_spec_len=K_MAX))
+    ks, _, mismatches = run(scheduler, 3, 12)
+    assert set(ks) == {2} and mismatches == 0 and scheduler.autospec.active
+    for i in range(3):
+        scheduler.finish_requests(f"r{i}", RequestStatus.FINISHED_ABORTED)
+    integration.set_policy(scheduler, None, schedule=[[1, 2, 4], [3, 16, 1]])
+    ks, _, mismatches = run(scheduler, 3, 12, ids="t")
+    assert set(ks) == {1} and mismatches == 0 and not scheduler.autospec.active
+    with pytest.raises(ValueError):
+        integration.set_policy(scheduler, None, schedule=[[2, 16, 1]])     # vLLM's validator: must start at 1
+
+
+@pytest.mark.slow
+def test_profile_through_vllm_writes_a_profile_the_cost_model_reads(tmp_path):
+    """`autospec profile --engine vllm` on the real engine (a small grid): whole steps per (b, K) and
+    acceptance, in the profile format; the cost model predicts each measured whole step."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from autospec.cost_model import CostModel
+    out = tmp_path / "vllm-ngram.yaml"
+    target = os.environ.get("AUTOSPEC_SMOLLM2_DIR", "smollm2")
+    done = subprocess.run([sys.executable, "-m", "autospec.entrypoints.cli", "profile", "--engine", "vllm",
+                           "--target", target, "--draft", "ngram", "--batch-sizes", "1", "2", "--max-spec-len", "2", "--reps", "1",
+                           "--step-tokens", "12", "--out", str(out)], capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = yaml.safe_load(out.read_text())
+    assert doc["engine"] == "vllm" and doc["drafter"] == "ngram" and doc["provenance"]["vllm"] == vllm.__version__
+    model = CostModel.from_profile(out)
+    for b, by_k in doc["whole_step_ms_by_spec_len"].items():
+        for k, values in by_k.items():
+            assert model.step_time_s(b, k) == pytest.approx(sorted(values)[len(values) // 2] / 1000, rel=1e-3)
+    assert len(model.profile.acceptance_per_pos) == 2
