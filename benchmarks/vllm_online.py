@@ -225,21 +225,25 @@ def main() -> None:
             print(f"round {r + 1}, {engine}: " + ", ".join(f"{m} {v['tokens_per_s']:.1f}" for m, v in
                                                            result[engine].items()), flush=True)
         rounds.append(result)
-    summary = summarize(rounds, modes)
-    print_table(summary, modes)
-    bad = mismatches(rounds)
-    print("greedy tokens differing from plain vLLM (requests):", bad)
+        write_results(args, rounds, modes, profiles, tables, started)        # after every round: a cut run keeps its rounds
+    print_table(summarize(rounds, modes), modes)
+    print("greedy tokens differing from plain vLLM (requests):", mismatches(rounds))
+
+
+def write_results(args: argparse.Namespace, rounds: list[dict], modes: list[str], profiles: dict, tables: dict,
+                  started: float) -> None:
     doc = {"command": "benchmarks/vllm_online.py " + " ".join(sys.argv[1:]),
            "machine": f"{platform.machine()} {platform.processor()}", "date": time.strftime("%Y-%m-%d"),
-           "rounds": args.rounds, "new_tokens": args.new_tokens, "concurrency": CONCURRENCY, "max_spec_len": k,
-           "profiles": {e: Path(v).name for e, v in profiles.items()}, "tables": tables,
-           "profile_docs": {e: _read_yaml(v) for e, v in profiles.items()},
-           "summary": summary, "mismatches": bad, "wall_s": round(time.time() - started, 1),
+           "rounds": len(rounds), "new_tokens": args.new_tokens, "concurrency": CONCURRENCY,
+           "max_spec_len": args.max_spec_len, "profiles": {e: Path(v).name for e, v in profiles.items()},
+           "tables": tables, "profile_docs": {e: _read_yaml(v) for e, v in profiles.items()},
+           "summary": summarize(rounds, modes), "mismatches": mismatches(rounds),
+           "wall_s": round(time.time() - started, 1),
            "per_round": [{e: {m: {kk: vv for kk, vv in v.items() if kk != "tokens"} for m, v in res.items()}
                           for e, res in r.items()} for r in rounds]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))
-    print(f"wrote {args.out} in {doc['wall_s']} s")
+    print(f"wrote {args.out} ({len(rounds)} rounds) after {doc['wall_s']} s", flush=True)
 
 
 def _read_yaml(path: str) -> dict:

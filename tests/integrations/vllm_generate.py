@@ -1,7 +1,11 @@
-"""Greedy generation through vLLM in a process of its own (vLLM spawns its engine core):
+"""Greedy generation through vLLM in a process of its own:
 `python vllm_generate.py MODE MODEL_DIR OUT_JSON [RUNS_DIR]`, MODE = plain | online (n-gram drafts,
-autospec's scheduler choosing K, its run log under RUNS_DIR). Writes the token ids per prompt."""
+autospec's scheduler choosing K, its run log under RUNS_DIR). Writes the token ids per prompt.
+The engine core runs in this process and is shut down explicitly at the end, so the scheduler's
+shutdown (which closes the run log) runs before the process exits: with a spawned engine core,
+vLLM may kill it before its shutdown completes on a slow host."""
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +27,7 @@ def engine_args(mode: str, model: str, runs_dir: str | None) -> dict:
 
 
 def main() -> None:
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM, SamplingParams
     mode, model, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     llm = LLM(**engine_args(mode, model, sys.argv[4] if len(sys.argv) > 4 else None))
@@ -31,6 +36,7 @@ def main() -> None:
                            SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))
     out.write_text(json.dumps({"tokens": [list(r.outputs[0].token_ids) for r in results],
                                "generate_s": time.perf_counter() - t0}))
+    llm.llm_engine.engine_core.shutdown()
 
 
 if __name__ == "__main__":
