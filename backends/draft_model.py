@@ -111,8 +111,6 @@ class DraftCheckpointError(ValueError):
 
 def load_draft(target: nn.Module, folder: str | Path) -> DraftLM:
     """Rebuild a saved draft on top of `target` (offline); refuses a bad or mismatched checkpoint."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config = _read_config(folder)
     shape = {k: getattr(target.config, k, None) for k in config["target_shape"]}
@@ -120,12 +118,7 @@ def load_draft(target: nn.Module, folder: str | Path) -> DraftLM:
         raise DraftCheckpointError(f"draft in {folder} was made for a target with {config['target_shape']}, "
                                    f"but this target has {shape}")
     path = folder / WEIGHTS_FILE
-    if not path.exists() or _sha256(path) != config["sha256"]:
-        raise DraftCheckpointError(f"{path} is missing or corrupted (its sha256 does not match {CONFIG_FILE})")
-    try:
-        weights = load_file(str(path))
-    except Exception as exc:                      # safetensors raises several types on damaged files
-        raise DraftCheckpointError(f"{path} cannot be read: {exc}") from exc
+    weights = _read_weights(folder, config)
     subset = weights.pop("vocab_subset").long()
     draft = DraftLM(target, config["num_layers"], subset)
     missing, unexpected = draft.model.load_state_dict({k: v.to(target.dtype) for k, v in weights.items()}, strict=False)
@@ -134,6 +127,19 @@ def load_draft(target: nn.Module, folder: str | Path) -> DraftLM:
         raise DraftCheckpointError(f"{path} does not fit a {config['num_layers']}-layer draft: "
                                    f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     return draft.eval()
+
+
+def _read_weights(folder: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, after its sha256 matched `config` (DraftCheckpointError otherwise)."""
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_FILE
+    if not path.exists() or _sha256(path) != config["sha256"]:
+        raise DraftCheckpointError(f"{path} is missing or corrupted (its sha256 does not match {CONFIG_FILE})")
+    try:
+        return load_file(str(path))
+    except Exception as exc:                      # safetensors raises several types on damaged files
+        raise DraftCheckpointError(f"{path} cannot be read: {exc}") from exc
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -203,8 +209,6 @@ def hf_draft_folder(kind: str, target_dir: str | Path, out: str | Path) -> Path:
 
 def _hf_draft_layers(kind: str, total_layers: int) -> tuple[int, dict[str, torch.Tensor]]:
     """(layer count, the draft's own weights keyed as in the target's `model.` module) for `kind`."""
-    from safetensors.torch import load_file
-
     if kind.startswith("first:"):
         num_layers = int(kind.split(":", 1)[1])
         if not 1 <= num_layers < total_layers:
@@ -213,7 +217,7 @@ def _hf_draft_layers(kind: str, total_layers: int) -> tuple[int, dict[str, torch
     if kind == "distilled":
         folder = shipped_draft_dir()
         config = _read_config(folder)
-        weights = load_file(str(folder / WEIGHTS_FILE))
+        weights = _read_weights(folder, config)
         weights.pop("vocab_subset")
         return config["num_layers"], weights
     raise ValueError(f"an HF draft folder is made from 'first:N' or 'distilled', got {kind!r}")

@@ -106,14 +106,23 @@ def truncated_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module
     return draft
 
 
+def target_folder(name: str) -> tuple[Path, str]:
+    """(checkpoint folder, short name) of a target given as 'smollm2' (the embedded model, converted
+    on first use) or a local folder."""
+    if name == "smollm2":
+        return converted_smollm2(), "smollm2-135m"
+    return Path(name), Path(name).name
+
+
 def load_target(name: str, dtype_name: str, device: str):
     """(model, tokenizer, short name): 'smollm2' is the embedded model, anything else a local folder."""
     dtype = getattr(torch, dtype_name)
+    folder, short_name = target_folder(name)
     if name == "smollm2":
         model, tokenizer = load_smollm2(dtype=dtype, device=device)
-        return model, tokenizer, "smollm2-135m"
+        return model, tokenizer, short_name
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     tokenizer.padding_side = "left"
-    return model, tokenizer, Path(name).name
+    return model, tokenizer, short_name

@@ -175,10 +175,9 @@ def run_vllm_profile(args: argparse.Namespace) -> int:
 def resolve_pair(target: str, draft: str, work_dir: Path) -> tuple[Path, str, str, str]:
     """(target folder, its short name, the drafter's name, what engine_args takes as the draft)."""
     from autospec.backends.draft_model import hf_draft_folder
-    from autospec.backends.models import converted_smollm2
+    from autospec.backends.models import target_folder
 
-    target_dir, target_name = (converted_smollm2(), "smollm2-135m") if target == "smollm2" else \
-        (Path(target), Path(target).name)
+    target_dir, target_name = target_folder(target)
     if draft == "ngram":
         return target_dir, target_name, "ngram", "ngram"
     if Path(draft).is_dir():

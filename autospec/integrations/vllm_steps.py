@@ -132,26 +132,24 @@ class SpecLenDecisions:
     def __init__(self, controller: Any, max_spec_len: int, within_table: bool = True,
                  clock: Callable[[], float] = time.perf_counter, sinks: list[Any] | None = None,
                  cost_model: CostModel | None = None):
-        self.controller, self.max_spec_len, self.within_table = controller, max_spec_len, within_table
+        self.max_spec_len, self.within_table = max_spec_len, within_table
         self.clock, self.sinks = clock, list(sinks or [])
-        self.cost_model = cost_model                    # the controller's prior, where it has one
-        self.active = True
-        self.failure: str | None = None
         self.num_steps = 0                               # records observed
         self.choose_time_s = self.observe_time_s = 0.0
+        self.use(controller, cost_model)
+
+    def use(self, controller: Any | None, cost_model: CostModel | None = None) -> None:
+        """From the next step on `controller` chooses K (None: vLLM's static table); call it while no
+        step is in flight, as it forgets the decisions still queued."""
+        self.controller = controller
+        self.cost_model = cost_model                    # the controller's prior, where it has one
+        self.active = controller is not None
+        self.failure: str | None = None
         self._pending: _Decision | None = None          # chosen in the schedule() under way
         self._queue: deque[_Decision] = deque()         # scheduled, not yet completed (FIFO)
         self._verifying: _Decision | None = None        # whose drafts the next completion verifies
         self._last_completed_s: float | None = None
         self._step_ema_s = 0.0
-
-    def use(self, controller: Any | None, cost_model: CostModel | None = None) -> None:
-        """From the next step on `controller` chooses K (None: vLLM's static table); call it while no
-        step is in flight, as it forgets the decisions still queued."""
-        self.controller, self.cost_model = controller, cost_model
-        self.active, self.failure = controller is not None, None
-        self._pending, self._verifying, self._last_completed_s, self._step_ema_s = None, None, None, 0.0
-        self._queue.clear()
 
     # --- schedule(): the decision -----------------------------------------------------------
     def choose(self, num_decode_rows: int, static_k: int) -> int:
