@@ -69,3 +69,13 @@ def test_bad_whole_step_arguments_are_named_before_any_work(argv, message, tmp_p
         main(["profile", *argv, "--out", str(tmp_path / "p.yaml")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--context-len", "256"), ("--step-rounds", "3"), ("--warmup", "0")])
+def test_vllm_profiling_refuses_a_flag_only_the_hf_backend_reads(tmp_path, capsys, flag, value):
+    out = tmp_path / "p.yaml"
+    with pytest.raises(SystemExit) as stop:                 # before anything imports vLLM or loads a model
+        main(["profile", "--engine", "vllm", flag, value, "--out", str(out)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "--engine hf" in err and not out.exists()

@@ -168,8 +168,24 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--step-tokens must be >= 8, got {args.step_tokens}")
 
 
+# Flags only autospec's own backend reads: `--engine vllm` measures whole steps its own way.
+HF_ONLY_FLAGS = ("context_len", "warmup", "time_budget", "acceptance_tokens", "step_spec_lens", "step_rounds")
+
+
+def hf_only_flags_given(args: argparse.Namespace) -> list[str]:
+    """The HF-only flags set to something other than their defaults, as the user typed them."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args(["--out", "-"]))
+    return [f"--{name.replace('_', '-')}" for name in HF_ONLY_FLAGS if getattr(args, name) != defaults[name]]
+
+
 def run_profile(args: argparse.Namespace) -> int:
     if args.engine == "vllm":
+        given = hf_only_flags_given(args)
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to --engine hf; --engine vllm measures whole steps "
+                             "of --step-tokens new tokens per cell (--reps rounds)")
         from autospec.integrations.vllm_profile import run_vllm_profile
         return run_vllm_profile(args)
     return run_hf_profile(args)

@@ -80,7 +80,8 @@ def cell_step_ms(records: list[StepRecord], batch_size: int) -> float | None:
 
 def measure_cells(llm: Any, prompts: list[list[int]], batch_sizes: list[int], spec_lens: list[int],
                   new_tokens: int, reps: int, seed: int = 0, progress: Any = None) -> dict[str, Any]:
-    """{"step_ms": {(b, K): median ms}, "raw_ms": {(b, K): [per round]}, "records_at_max": [...]} (contract)."""
+    """{"step_ms": {(b, K): median ms}, "raw_ms": {(b, K): [per round]}, "records_at_max": [...],
+    "context_len": the mean context of a measured step (prompt + half the new tokens)} (contract)."""
     from autospec.controllers import build_controller
     from autospec.integrations.vllm import in_process_scheduler, run_phases, set_policy
 
@@ -89,6 +90,7 @@ def measure_cells(llm: Any, prompts: list[list[int]], batch_sizes: list[int], sp
     scheduler.autospec.sinks.append(sink)
     rng, raw, at_max = random.Random(seed), {}, []
     cells = [(b, k) for b in batch_sizes for k in spec_lens]
+    rows = [len(prompts[(i + b) % len(prompts)]) for b in batch_sizes for i in range(b)]
     run_phases(llm, [(max(batch_sizes), prompts[:max(batch_sizes)])], 4)     # warm-up: first-call allocations
     for _ in range(reps):
         rng.shuffle(cells)
@@ -105,7 +107,7 @@ def measure_cells(llm: Any, prompts: list[list[int]], batch_sizes: list[int], sp
                 progress.update(1)
     scheduler.autospec.sinks.remove(sink)
     return {"step_ms": {cell: statistics.median(v) for cell, v in raw.items()}, "raw_ms": raw,
-            "records_at_max": at_max}
+            "records_at_max": at_max, "context_len": round(statistics.mean(rows) + new_tokens / 2)}
 
 
 def vllm_profile(name: str, target_name: str, drafter: str, hf_config: Any, measured: dict[str, Any],
@@ -116,7 +118,7 @@ def vllm_profile(name: str, target_name: str, drafter: str, hf_config: Any, meas
     raw = {}
     for (b, k), values in sorted(measured["raw_ms"].items()):
         raw.setdefault(b, {})[k] = [round(v, 3) for v in values]
-    return Profile(name=name, target_model=target_name, draft_model="none", context_len=128,
+    return Profile(name=name, target_model=target_name, draft_model="none", context_len=measured["context_len"],
                    target_step_ms=target_ms, draft_step_ms={}, provenance=provenance,
                    acceptance_per_pos=tuple(acceptance["per_pos"]),
                    extra={"engine": "vllm", "drafter": drafter,

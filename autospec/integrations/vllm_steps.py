@@ -25,7 +25,9 @@ Contract:
   rejected at position 0, step time from the clock (since the previous completion; since this
   step's schedule() when the engine sat idle in between).
 - A controller or sink that raises disables the controller for the rest of the run: `choose` then
-  returns `static_k` (vLLM's own table) and the failure is logged once; serving goes on.
+  returns `static_k` (vLLM's own table) and the failure is logged once; serving goes on. So does
+  the live self-check, on any step where a row verified more drafts than the K chosen for it (the
+  hook no longer reaches vLLM's drafter: the feedback would be wrong).
 - `use(controller)` hands the decisions to another controller (None: vLLM's own table decides) while
   the engine is idle (profiling and benchmarks switch policies on one engine between workloads).
 """
@@ -193,11 +195,25 @@ class SpecLenDecisions:
         rows = decode_rows(scheduler_output, runner_output)
         if not rows:
             return None
+        if not self._drafted_as_chosen(rows, verified.spec_len):
+            return None
         record = step_record(self.num_steps, verified.spec_len, rows, step_s, now,
                              getattr(self.controller, "name", type(self.controller).__name__),
                              {"decision_decode_rows": verified.num_decode_rows})
         self._observe(record)
         return record
+
+    def _drafted_as_chosen(self, rows: list[RowResult], spec_len: int) -> bool:
+        """The live self-check, every step: no row verified more drafts than the K chosen for them.
+        A row over it means this vLLM drafts something other than what dynamic_sd_lookup returned
+        (its internals moved), so the controller is switched off rather than fed wrong feedback."""
+        most = max(r.num_draft_tokens for r in rows)
+        if most <= spec_len:
+            return True
+        self._disable("self-check", RuntimeError(
+            f"a row verified {most} drafts where autospec chose K = {spec_len}: this vLLM does not draft the K its "
+            "scheduler's dynamic_sd_lookup returns"))
+        return False
 
     def _step_time(self, scheduled_s: float, now: float) -> float:
         """Since the previous completion (the engine's own per-step work included), unless the engine

@@ -31,12 +31,13 @@ def test_a_cell_is_the_median_step_while_every_row_decodes():
 def test_the_profile_holds_whole_steps_and_the_cost_model_predicts_them(tmp_path):
     step_ms = {(b, k): 20.0 + 5.0 * b + 9.0 * k for b in (1, 2, 4) for k in (0, 1, 2)}
     measured = {"step_ms": step_ms, "raw_ms": {c: [v] for c, v in step_ms.items()},
-                "records_at_max": [record(2, 2, 0.05, (1, 1)), record(2, 2, 0.05, (2, 0))]}
+                "records_at_max": [record(2, 2, 0.05, (1, 1)), record(2, 2, 0.05, (2, 0))], "context_len": 57}
     config = tiny_llama().config
     profile = vllm_profile("vllm-test", "tiny", "ngram", config, measured, 2, {"vllm": "0.32.0"})
     path = profile.save(tmp_path / "p.yaml")
     loaded = load_profile(path)
     assert loaded.extra["engine"] == "vllm" and loaded.extra["drafter"] == "ngram"
+    assert loaded.context_len == 57                                  # what the cells measured, not a default
     assert loaded.extra["target_shape"]["hidden_size"] == config.hidden_size
     # 3 of 4 rows at position 0, then 1 of those 3 (autospec's smoothed estimate: (3 + .5) / (4 + 1), ...)
     assert loaded.acceptance_per_pos == pytest.approx((3.5 / 5, 1.5 / 4), abs=1e-3)

@@ -126,7 +126,7 @@ def test_a_failing_controller_falls_back_to_the_static_table_and_serving_goes_on
     clock = Clock()
     d = SpecLenDecisions(Broken([2, 2, 2]), max_spec_len=2, clock=clock)
     step(d, clock, 1, 1, output({"a": 1}))
-    step(d, clock, 1, 1, output({"a": 3}, spec={"a": [5, 5]}))   # observe raises here
+    step(d, clock, 1, 1, output({"a": 2}, spec={"a": [5]}))      # observe raises here
     assert not d.active and "RuntimeError: boom" in d.failure
     assert d.choose(1, 1) == 1                                   # vLLM's table from now on
     assert d.completed(*output({"a": 2}, spec={"a": [5]})) is None
@@ -167,3 +167,23 @@ def test_records_reach_the_run_log_the_dashboard_reads(tmp_path):
     meta = json.loads((tmp_path / "vllm-test" / "run.json").read_text())
     assert len(records) == 3 and all(r.spec_len == 1 and r.num_accepted_tokens == 1 for r in records)
     assert meta["kind"] == "vllm" and meta["model"] == "m"
+
+
+def test_a_row_verifying_more_drafts_than_chosen_switches_the_controller_off():
+    """The live self-check: vLLM drafting something other than the K autospec returned (its hook
+    moved) must not feed the controller wrong feedback; vLLM's table decides from then on."""
+    clock, ctrl = Clock(), Scripted([1, 3, 3])
+    d = SpecLenDecisions(ctrl, max_spec_len=4, clock=clock)
+    step(d, clock, 1, 4, output({"a": 1}))                                     # chooses K = 1
+    k, record = step(d, clock, 1, 4, output({"a": 4}, spec={"a": [5, 5, 5]}))   # ... but 3 drafts came
+    assert record is None and not ctrl.seen
+    assert not d.active and "verified 3 drafts where autospec chose K = 1" in d.failure
+    assert d.choose(1, 4) == 4
+
+
+def test_fewer_drafts_than_chosen_are_normal_and_observed():
+    clock, ctrl = Clock(), Scripted([3, 3])
+    d = SpecLenDecisions(ctrl, max_spec_len=4, clock=clock)
+    step(d, clock, 1, 4, output({"a": 1}))
+    _, record = step(d, clock, 1, 4, output({"a": 2}, spec={"a": [5]}))        # n-gram found 1 of 3
+    assert d.active and record is not None and record.spec_len == 3 and record.num_draft_tokens == 1
