@@ -15,7 +15,8 @@ rotary embedding), so only the 4D mask and the per-row `position_ids` matter:
 - `prefill_inputs(lengths)`: write new rows' prompts right-aligned below the cursor (or move the
   cursor up when a prompt is longer), each row attending to its own prompt only; with `rows=`,
   into rows that joined empty (`add_rows`), for a drafter that prefills only when it drafts.
-- `keep_rows(indices)`: retire rows by moving the kept ones to the front, in the given order.
+- `keep_rows(indices)`: retire rows by moving the kept ones to the front, in the given order;
+  `tiled(n)`: a new cache of n copies of row 0 (timing caches).
 - Holes are reclaimed by `compact()` (each row's valid slots moved to the front) when the cursor
   would run past the capacity; if that is not enough the buffers grow. `trim(longest)` compacts
   early when the holes past the longest row pass a slack (every step attends over all `cursor`
@@ -362,6 +363,24 @@ class SlotCache(Cache):
         self._gather(order)
         counts = self.valid[:b, :c].sum(1)
         self.valid[:b, :c] = torch.arange(c, device=self.device)[None, :] >= (c - counts)[:, None]
+
+    def tiled(self, n: int) -> "SlotCache":
+        """A new cache of `n` rows, each a copy of this cache's row 0 (its slots, positions and every
+        layer's buffers): one prefill serves a timing cache of any batch size (`backends.timing`)."""
+        out = SlotCache(0, n, self.slots_capacity, self.device, self.dtype, self.kv_align, False, self.plan)
+        for layer in self.layers:
+            copy = SlotLayer(out)
+            for name in layer.buffers:
+                buf = getattr(layer, name)                                       # [R, H, S, D]
+                setattr(copy, name, buf[:1].expand(n, *buf.shape[1:]).clone())  # [n, H, S, D]
+                copy.buffers.append(name)
+            copy.is_initialized = layer.is_initialized
+            out.layers.append(copy)
+        out.valid[:] = self.valid[:1]
+        out.slot_pos[:] = self.slot_pos[:1]
+        out.pos[:] = self.pos[:1]
+        out.cursor, out.num_rows = self.cursor, n
+        return out
 
     def _gather(self, order: torch.Tensor) -> None:
         """Per row, reorder the first order.shape[1] slots by `order` [rows, w] in every layer."""

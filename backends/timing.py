@@ -2,9 +2,10 @@
 engine's first-use calibration (`backends.calibration`) measure.
 
 Contract:
-- `CellTimer(model, batch_sizes, max_q, context_len)` prefills one `SlotCache` of `context_len`
-  random tokens per batch size (the ragged cache and, on a CPU bfloat16 model, the prepacked
-  weights the HF backend uses) and `time_ms(b, q)` times ONE forward of q new tokens per row over
+- `CellTimer(model, batch_sizes, max_q, context_len)` prefills one row of `context_len` random
+  tokens and copies it into one `SlotCache` per batch size (`SlotCache.tiled`: one prefill, not one
+  per row; the ragged cache and, on a CPU bfloat16 model, the prepacked weights the HF backend
+  uses) and `time_ms(b, q)` times ONE forward of q new tokens per row over
   it, leaving the cache as it was (all under inference mode, as the backend runs: the cache's
   tensors are inference tensors). A batch size whose cache does not fit in memory is dropped and
   listed in `skipped` (out-of-memory is the only error caught).
@@ -48,19 +49,22 @@ class CellTimer:
         self.skipped: list[int] = []                             # batch sizes that did not fit in memory
         self.vocab = text_config(model).vocab_size
         plan = attention_plan(model)
+        one_row = self._prefilled(context_len + max_q + 2, context_len, plan)
         for b in batch_sizes:
             try:
-                self.caches[b] = self._prefilled(b, context_len + max_q + 2, context_len, plan)
+                self.caches[b] = one_row.tiled(b)
             except Exception as exc:                            # out of memory only; anything else is a bug
                 if not is_out_of_memory(exc):
                     raise
                 self.skipped.append(b)
 
     @torch.inference_mode()
-    def _prefilled(self, b: int, slots: int, context_len: int, plan: Any) -> SlotCache:
-        cache = SlotCache(0, b, slots, self.device, dtype=next(self.model.parameters()).dtype, plan=plan)
-        ids = torch.randint(3, self.vocab, (b, context_len), generator=self.generator).to(self.device)   # [b, C]
-        position_ids, mask, _ = cache.prefill_inputs([context_len] * b)
+    def _prefilled(self, slots: int, context_len: int, plan: Any) -> SlotCache:
+        """One row of `context_len` random tokens, prefilled (every batch size's cache copies it:
+        a forward's cost does not depend on what its context says)."""
+        cache = SlotCache(0, 1, slots, self.device, dtype=next(self.model.parameters()).dtype, plan=plan)
+        ids = torch.randint(3, self.vocab, (1, context_len), generator=self.generator).to(self.device)   # [1, C]
+        position_ids, mask, _ = cache.prefill_inputs([context_len])
         self._forward(cache, ids, position_ids, mask, 1)
         return cache
 

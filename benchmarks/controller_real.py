@@ -265,17 +265,28 @@ def main() -> None:
             rounds[name].append(one_round(setup, name, rng, variants))
         print(f"round {k + 1} done at {time.perf_counter() - started:.0f} s", flush=True)
         print_table(summarise(rounds, args.drafts))
-    summary = summarise(rounds, args.drafts)
-    result = {"command": " ".join(sys.argv), "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
-              "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "new_tokens": NEW_TOKENS,
-              "variants": variants,
-              "calibration": calibration, "summary": summary, "per_round": rounds,
-              "wall_s": round(time.perf_counter() - started, 1)}
-    print_table(summary)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        if args.out:                                     # after every round: a cut-short run keeps its rounds
+            write_result(args, variants, calibration, rounds, k + 1, started)
 
+
+def write_result(args: argparse.Namespace, variants: dict, calibration: dict, rounds: dict[str, list[dict]],
+                 done: int, started: float) -> None:
+    result = {"command": " ".join(sys.argv), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+              "rounds": done, "rounds_planned": args.rounds, "new_tokens": NEW_TOKENS, "variants": variants,
+              "calibration": calibration, "summary": summarise(rounds, args.drafts), "per_round": rounds,
+              "wall_s": round(time.perf_counter() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+def machine() -> str:
+    """The platform, core count and CPU model with its widest vector extensions (bf16 speed on a CPU
+    depends on them: AVX-512 BF16 / AMX run it natively, AVX2 emulates it)."""
+    from autospec.backends.calibration import cpu_model_name
+
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    wide = sorted({f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2"))})
+    return f"{platform.machine()} {os.cpu_count()} cores, {cpu_model_name()} ({' '.join(wide)}), {platform.platform()}"
 
 if __name__ == "__main__":
     main()

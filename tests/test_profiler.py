@@ -2,10 +2,12 @@
 import json
 
 import pytest
+import torch
 
 from autospec import CostModel, load_profile
 from autospec.entrypoints.cli import main
 from autospec.export import validate_vllm
+from autospec.backends.drafters import forward_kwargs, model_forward
 from autospec.backends.timing import CellTimer, cell_order, measure_cells, summarize_cells
 from tests.backends.tiny_models import tiny_llama
 
@@ -79,3 +81,18 @@ def test_vllm_profiling_refuses_a_flag_only_the_hf_backend_reads(tmp_path, capsy
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and "--engine hf" in err and not out.exists()
+
+
+@torch.inference_mode()
+def test_every_batch_size_times_over_copies_of_one_prefilled_row():
+    model = tiny_llama(layers=2)
+    timer = CellTimer(model, [1, 4], 3, context_len=12)
+    one, four = timer.caches[1], timer.caches[4]
+    assert (four.num_rows, four.cursor) == (4, one.cursor) and four.pos[:4].tolist() == [12] * 4
+    assert bool((four.valid[:4] == one.valid[:1]).all())
+    ids = torch.tensor([[5, 9]])                                                     # [1, q]
+    logits = []
+    for cache, rows in ((one, 1), (four, 4)):            # the same next tokens over either cache: the same logits
+        position_ids, mask = cache.decode_inputs(2)
+        logits.append(model_forward(model, cache, ids.expand(rows, 2), position_ids, mask, forward_kwargs(model), 2))
+    assert torch.allclose(logits[1], logits[0].expand(4, -1, -1), atol=1e-5)
