@@ -18,9 +18,11 @@ Contract:
   3. calibration: one forward of the target at each (batch size, q) cell for batch sizes 1, 2, 4,
      ... up to `max_batch_size` and q = 1..max_spec_len + 1, and of the draft (q = 1) at each batch
      size, over a `CONTEXT_LEN`-token cache (`backends.timing`: the engine's own cache and weight
-     packing), `REPS` rounds after one warm-up, the cells a profile needs first and the rest within
-     `BUDGET_S`. About 5-10 s for SmolLM2-135M + the shipped draft on this 2-core CPU; one INFO
-     log line before and one after. A batch size that runs out of memory is skipped: the cost model
+     packing; one prefilled row copied into every batch size's cache), `REPS` rounds after one
+     warm-up of the cells a profile needs (target q = 1, 2; draft q = 1), then the rest while
+     `BUDGET_S` from the start lasts, so a slow machine measures fewer optional cells rather than
+     taking longer. About 5-13 s for SmolLM2-135M + the shipped draft on this project's 2-core
+     CPUs (bf16 native or, on AVX2-only hosts, emulated); one INFO log line before and one after. A batch size that runs out of memory is skipped: the cost model
      extrapolates it, and the source and a warning name it. Written to the cache atomically.
 - Acceptance is not calibrated (it depends on the prompts): a calibrated profile has none, so
   the controller starts from its default and learns the drafter's acceptance from its first steps.
@@ -52,7 +54,7 @@ from .timing import CellTimer, cell_order, measure_cells, model_shape, summarize
 FORMAT = 1
 CONTEXT_LEN = 96
 REPS = 3
-BUDGET_S = 8.0
+BUDGET_S = 6.0
 SHAPE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "intermediate_size", "vocab_size")
 
@@ -196,7 +198,8 @@ def calibrate(target: torch.nn.Module, draft: Any, max_batch_size: int, max_spec
     if has_draft:
         timers["draft"] = CellTimer(draft, sizes, 1, CONTEXT_LEN)
     cells = [c for c in cell_order(sizes, max_spec_len + 1, has_draft) if c[2] == 1 or c[0] == "target"]
-    samples = measure_cells(timers, cells, warmup=1, reps=REPS, budget_s=BUDGET_S, desc="calibrating")
+    samples = measure_cells(timers, cells, warmup=1, reps=REPS, budget_s=BUDGET_S, desc="calibrating",
+                            essentials_first=True)
     target_ms, draft_ms, dropped = _complete_cells(samples, sizes, has_draft)
     seconds = time.perf_counter() - t0
     profile = _calibrated_profile(target, draft, desc, target_ms, draft_ms, max_batch_size, max_spec_len,

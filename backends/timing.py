@@ -11,7 +11,8 @@ Contract:
   listed in `skipped` (out-of-memory is the only error caught).
 - `cell_order` puts the cells a profile needs (target q = 1, 2 and draft q = 1 at every batch
   size) first; `measure_cells` visits every cell once per round in a shuffled order, after
-  warm-up rounds, and starts no optional cell once `budget_s` is spent; `summarize_cells` gives
+  warm-up rounds, and starts no optional cell once `budget_s` is spent (with `essentials_first`,
+  the needed cells' rounds all run first, so the budget bounds the whole run); `summarize_cells` gives
   the median, interquartile range and raw samples per cell.
 """
 from __future__ import annotations
@@ -109,30 +110,43 @@ def cell_order(batch_sizes: list[int], max_q: int, has_draft: bool) -> list[tupl
 
 
 def measure_cells(timers: dict[str, CellTimer], cells: list[tuple[str, int, int]], warmup: int, reps: int,
-                  budget_s: float, seed: int = 0, desc: str = "profiling") -> dict[tuple[str, int, int], list[float]]:
-    """Rounds over the cells in shuffled order; stops starting new cells when the budget is spent.
-    A cell whose batch size its timer skipped, or whose forward runs out of memory, gets no samples."""
+                  budget_s: float, seed: int = 0, desc: str = "profiling",
+                  essentials_first: bool = False) -> dict[tuple[str, int, int], list[float]]:
+    """Rounds over the cells in shuffled order; stops starting optional cells when the budget is
+    spent. With `essentials_first` every round of the cells a profile needs runs before any other
+    cell (a first-use calibration: the budget then bounds the whole measurement, not just the
+    optional part). A cell whose batch size its timer skipped, or whose forward runs out of memory,
+    gets no samples."""
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
-    essential = set(cells[: essential_count(cells)])
+    count = essential_count(cells)
+    optional = set(cells[count:])
+    groups = [cells[:count], cells[count:]] if essentials_first else [cells]
     samples: dict[tuple[str, int, int], list[float]] = {c: [] for c in cells}
     failed: set[tuple[str, int, int]] = {c for c in cells if c[1] not in timers[c[0]].caches}
-    start = time.perf_counter()
+    deadline = time.perf_counter() + budget_s
     with tqdm(total=(warmup + reps) * len(cells), desc=desc, unit="fwd") as bar:
-        for round_index in range(warmup + reps):
-            order = list(cells)
-            rng.shuffle(order)
-            for cell in order:
-                bar.update(1)
-                if cell in failed or (time.perf_counter() - start > budget_s and cell not in essential):
-                    continue
-                ms = _time_cell(timers[cell[0]], cell)
-                if ms is None:
-                    failed.add(cell)
-                elif round_index >= warmup:
-                    samples[cell].append(ms)
+        for group in groups:
+            for round_index in range(warmup + reps):
+                order = list(group)
+                rng.shuffle(order)
+                for cell in order:
+                    bar.update(1)
+                    if cell in failed or (cell in optional and time.perf_counter() > deadline):
+                        continue
+                    _sample(timers, cell, round_index >= warmup, samples, failed)
     return {c: v for c, v in samples.items() if v}
+
+
+def _sample(timers: dict[str, CellTimer], cell: tuple[str, int, int], keep: bool,
+            samples: dict[tuple[str, int, int], list[float]], failed: set[tuple[str, int, int]]) -> None:
+    """Time one forward of `cell`: kept in `samples` (after warm-up), or the cell marked failed (out of memory)."""
+    ms = _time_cell(timers[cell[0]], cell)
+    if ms is None:
+        failed.add(cell)
+    elif keep:
+        samples[cell].append(ms)
 
 
 def _time_cell(timer: CellTimer, cell: tuple[str, int, int]) -> float | None:

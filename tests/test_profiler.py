@@ -96,3 +96,25 @@ def test_every_batch_size_times_over_copies_of_one_prefilled_row():
         position_ids, mask = cache.decode_inputs(2)
         logits.append(model_forward(model, cache, ids.expand(rows, 2), position_ids, mask, forward_kwargs(model), 2))
     assert torch.allclose(logits[1], logits[0].expand(4, -1, -1), atol=1e-5)
+
+
+class RecordingTimer:
+    """A real CellTimer that also records which cells it timed, in order."""
+
+    def __init__(self, timer, name, log):
+        self.timer, self.name, self.log, self.caches = timer, name, log, timer.caches
+
+    def time_ms(self, b, q):
+        self.log.append((self.name, b, q))
+        return self.timer.time_ms(b, q)
+
+
+def test_a_calibration_times_every_needed_cell_before_any_optional_one():
+    model = tiny_llama(layers=1)
+    log = []
+    timers = {name: RecordingTimer(CellTimer(model, [1, 2], 4, context_len=8), name, log) for name in ("target", "draft")}
+    cells = cell_order([1, 2], 4, has_draft=True)
+    samples = measure_cells(timers, cells, warmup=1, reps=2, budget_s=60.0, essentials_first=True)
+    first_optional = next(i for i, c in enumerate(log) if c not in cells[:6])
+    assert len(log[:first_optional]) == 3 * 6 and set(log[:first_optional]) == set(cells[:6])
+    assert set(samples) == set(cells) and all(len(v) == 2 for v in samples.values())
