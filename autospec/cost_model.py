@@ -7,8 +7,10 @@
 Contract:
 - Measured cells are used as measured; a batch size between two measured ones at a measured q is
   interpolated linearly (that is what the hardware does between GEMM shapes to first order);
-  anything else is predicted by `StepTimeFit`, a scikit-learn linear regression on roofline-shaped
-  features of tokens = b * q, with a logged warning the first time it extrapolates.
+  anything else is predicted by `StepTimeFit`, a weighted linear regression on roofline-shaped
+  features of tokens = b * q (`WeightedLeastSquares`: scikit-learn's LinearRegression with sample
+  weights, in numpy, so an engine's start-up does not import scikit-learn), with a logged warning
+  the first time it extrapolates.
 - `fit_error()` reports the regression's held-out (5-fold) mean and max absolute percentage error.
 - `log_time_stds(b, max_spec_len)` says how much the model knows about each step time: the std of
   log(true / modelled) is `MEASURED_STD` where every term was measured, `INTERPOLATED_STD` where
@@ -27,15 +29,12 @@ import bisect
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 from loguru import logger
 
 from autospec.profiles import Cells, Profile, load_profile
-
-if TYPE_CHECKING:
-    from sklearn.linear_model import LinearRegression
 
 Acceptance = float | Sequence[float]
 TOKEN_KNOTS = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -97,6 +96,22 @@ def _choose_knots(max_tokens: float, max_knots: int) -> tuple[int, ...]:
     return tuple(candidates[i] for i in sorted(set(picks)))
 
 
+class WeightedLeastSquares:
+    """y ~ x @ coef_ + intercept_ minimising sum(w * residual^2): what scikit-learn's
+    `LinearRegression().fit(x, y, sample_weight=w)` computes (weighted centring, then the
+    minimum-norm least-squares solution), in numpy."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, w: np.ndarray):
+        x_mean = np.average(x, axis=0, weights=w)                       # [features]
+        y_mean = float(np.average(y, weights=w))
+        root = np.sqrt(w)[:, None]                                      # [cells, 1]
+        self.coef_, *_ = np.linalg.lstsq((x - x_mean) * root, (y - y_mean) * root[:, 0], rcond=None)
+        self.intercept_ = y_mean - float(x_mean @ self.coef_)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef_ + self.intercept_
+
+
 class StepTimeFit:
     """Linear regression of step ms on `_features`, weighted by 1/ms^2 (relative error)."""
 
@@ -109,10 +124,8 @@ class StepTimeFit:
         self._b, self._q, self._ms = b, q, ms
         self.model = self._fit(b, q, ms)
 
-    def _fit(self, b: np.ndarray, q: np.ndarray, ms: np.ndarray) -> LinearRegression:
-        from sklearn.linear_model import LinearRegression       # on first fit: `import autospec` stays light
-
-        return LinearRegression().fit(_features(b, q, self.knots), ms, sample_weight=1.0 / ms**2)
+    def _fit(self, b: np.ndarray, q: np.ndarray, ms: np.ndarray) -> WeightedLeastSquares:
+        return WeightedLeastSquares(_features(b, q, self.knots), ms, 1.0 / ms**2)
 
     def coefficients(self) -> dict[str, float]:
         """The fitted model as named coefficients in milliseconds."""

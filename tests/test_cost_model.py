@@ -36,6 +36,20 @@ def test_the_fit_recovers_known_coefficients():
     assert model.fit_error()["target"]["mape_pct"] < 1e-6
 
 
+def test_the_weighted_fit_is_scikit_learns_weighted_linear_regression():
+    from sklearn.linear_model import LinearRegression
+
+    from autospec.cost_model import WeightedLeastSquares
+
+    rng = np.random.default_rng(0)
+    x, y, w = rng.normal(size=(40, 5)), rng.normal(size=40), rng.uniform(0.1, 3.0, size=40)
+    x[:, 4] = x[:, 3] * 2.0                                        # rank-deficient, as unused hinges are
+    ours, theirs = WeightedLeastSquares(x, y, w), LinearRegression().fit(x, y, sample_weight=w)
+    np.testing.assert_allclose(ours.predict(x), theirs.predict(x), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-7, atol=1e-9)
+    assert ours.intercept_ == pytest.approx(theirs.intercept_, rel=1e-9)
+
+
 def test_unmeasured_cells_are_interpolated_or_predicted():
     model = CostModel(profile_from_dict(synthetic_profile()))
     truth = lambda b, q: (5.0 + 0.03 * b * q + 0.2 * b) / 1e3
