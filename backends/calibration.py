@@ -22,8 +22,9 @@ Contract:
      warm-up of the cells a profile needs (target q = 1, 2; draft q = 1), then the rest while
      `BUDGET_S` from the start lasts, so a slow machine measures fewer optional cells rather than
      taking longer. About 5-13 s for SmolLM2-135M + the shipped draft on this project's 2-core
-     CPUs (bf16 native or, on AVX2-only hosts, emulated); one INFO log line before and one after. A batch size that runs out of memory is skipped: the cost model
-     extrapolates it, and the source and a warning name it. Written to the cache atomically.
+     CPUs (bf16 native or, on AVX2-only hosts, emulated); one INFO log line before and one after.
+     A batch size that runs out of memory is skipped: the cost model extrapolates it, and the
+     source and a warning name it. Written to the cache atomically.
 - Acceptance is not calibrated (it depends on the prompts): a calibrated profile has none, so
   the controller starts from its default and learns the drafter's acceptance from its first steps.
 - `Prior.source` says where the prior came from (`kind`: "cache" | "shipped" | "calibrated",

@@ -369,13 +369,13 @@ class SlotCache(Cache):
         layer's buffers): one prefill serves a timing cache of any batch size (`backends.timing`)."""
         out = SlotCache(0, n, self.slots_capacity, self.device, self.dtype, self.kv_align, False, self.plan)
         for layer in self.layers:
-            copy = SlotLayer(out)
+            tiles = SlotLayer(out)
             for name in layer.buffers:
                 buf = getattr(layer, name)                                       # [R, H, S, D]
-                setattr(copy, name, buf[:1].expand(n, *buf.shape[1:]).clone())  # [n, H, S, D]
-                copy.buffers.append(name)
-            copy.is_initialized = layer.is_initialized
-            out.layers.append(copy)
+                setattr(tiles, name, buf[:1].expand(n, *buf.shape[1:]).clone())  # [n, H, S, D]
+                tiles.buffers.append(name)
+            tiles.is_initialized = layer.is_initialized
+            out.layers.append(tiles)
         out.valid[:] = self.valid[:1]
         out.slot_pos[:] = self.slot_pos[:1]
         out.pos[:] = self.pos[:1]

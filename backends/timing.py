@@ -5,15 +5,15 @@ Contract:
 - `CellTimer(model, batch_sizes, max_q, context_len)` prefills one row of `context_len` random
   tokens and copies it into one `SlotCache` per batch size (`SlotCache.tiled`: one prefill, not one
   per row; the ragged cache and, on a CPU bfloat16 model, the prepacked weights the HF backend
-  uses) and `time_ms(b, q)` times ONE forward of q new tokens per row over
-  it, leaving the cache as it was (all under inference mode, as the backend runs: the cache's
-  tensors are inference tensors). A batch size whose cache does not fit in memory is dropped and
+  uses) and `time_ms(b, q)` times ONE forward of q new tokens per row over it, leaving the cache
+  as it was (all under inference mode, as the backend runs: the cache's tensors are inference
+  tensors). A batch size whose cache does not fit in memory is dropped and
   listed in `skipped` (out-of-memory is the only error caught).
 - `cell_order` puts the cells a profile needs (target q = 1, 2 and draft q = 1 at every batch
   size) first; `measure_cells` visits every cell once per round in a shuffled order, after
   warm-up rounds, and starts no optional cell once `budget_s` is spent (with `essentials_first`,
-  the needed cells' rounds all run first, so the budget bounds the whole run); `summarize_cells` gives
-  the median, interquartile range and raw samples per cell.
+  the needed cells' rounds all run first, so the budget bounds the whole run); `summarize_cells`
+  gives the median, interquartile range and raw samples per cell.
 """
 from __future__ import annotations
 
@@ -50,9 +50,11 @@ class CellTimer:
         self.skipped: list[int] = []                             # batch sizes that did not fit in memory
         self.vocab = text_config(model).vocab_size
         plan = attention_plan(model)
-        one_row = self._prefilled(context_len + max_q + 2, context_len, plan)
+        one_row: SlotCache | None = None
         for b in batch_sizes:
             try:
+                if one_row is None:                             # retried per batch size, as each once prefilled its own
+                    one_row = self._prefilled(context_len + max_q + 2, context_len, plan)
                 self.caches[b] = one_row.tiled(b)
             except Exception as exc:                            # out of memory only; anything else is a bug
                 if not is_out_of_memory(exc):

@@ -284,9 +284,11 @@ def machine() -> str:
     depends on them: AVX-512 BF16 / AMX run it natively, AVX2 emulates it)."""
     from autospec.backends.calibration import cpu_model_name
 
-    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
     wide = sorted({f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2"))})
     return f"{platform.machine()} {os.cpu_count()} cores, {cpu_model_name()} ({' '.join(wide)}), {platform.platform()}"
+
 
 if __name__ == "__main__":
     main()
