@@ -3,9 +3,9 @@
 Contract (`Drafter`):
 - `add_rows(sequences)` after the target admitted new rows (their prompts + first token);
   `keep_rows(indices)` when rows retire (same row order as the backend). A model drafter does no
-  work for a row until a proposal includes it: `prepare(sequences)` (called by the backend before
-  a drafting step, and by `propose` itself) prefills every row that joined since, in one batched
-  forward, so a draft attached to a run that never speculates costs nothing.
+  work for a row until a proposal includes it: `prepare(sequences)` (called by `propose` first, so
+  the drafting step that needs it pays for it) prefills every row that joined since, in one
+  batched forward, so a draft attached to a run that never speculates costs nothing.
 - `propose(sequences, spec_len, caps)` -> `Drafts(tokens [b, spec_len], num_drafts [b], probs)`:
   row i proposes at most `caps[i]` tokens; `probs` [b, spec_len, V] is the processed draft
   distribution when sampling with a model drafter, else None (a deterministic proposal).
@@ -183,7 +183,7 @@ class ModelDrafter:
                 shape: Shape | None = None) -> Drafts:
         """Draft spec_len tokens per row; with `shape` (the target's logits processors), each draft is
         drawn from the processed draft distribution (one host copy of the drafts per draft step)."""
-        self.prepare(sequences)                                               # a no-op when the backend did it
+        self.prepare(sequences)                                               # the rows that joined since the last proposal
         self.cache.trim(max(len(seq) for seq in sequences))                   # before any draft slot is recorded
         first = self._catch_up(sequences)                                     # [b, V] logits
         tokens, probs = [], []

@@ -21,8 +21,10 @@ Contract (the `Backend` protocol plus serving):
   from CUDA events; on CPU from the host clock. `overhead_time_s` is the rest of the step: the
   bookkeeping after verification plus the host time since the previous step returned (the
   controller, sinks, the caller's loop), so `StepRecord.step_time_s` is the step's wall time.
-  Prefill (admission) time is kept apart, in `prefill_time_s`, and so is a model drafter's
-  deferred prefill of new rows before their first drafting step; idle waits for arrivals count nowhere.
+  Prefill (admission) time is kept apart, in `prefill_time_s`; a model drafter's deferred prefill
+  of the rows that joined since it last drafted runs inside the next drafting step and counts in its
+  `draft_time_s` (the choice to speculate caused it, so that arm pays for it); idle waits for
+  arrivals count nowhere.
 - `results` maps request id -> `RequestResult` for every finished request, with its latency
   timestamps (seconds since `start()`); `unfinished_ids()` lists the others.
 """
@@ -346,11 +348,9 @@ class HFBackend:
             raise RuntimeError("step() called with no running rows: check done() first")
         caps = torch.tensor([min(spec_len, r.remaining - 1) for r in self.rows], device=self.device)
         spec_len = spec_len if int(caps.max()) > 0 else 0
-        if spec_len > 0:
-            self._prepare_drafter()
         clock = _Clock(self.device)
         clock.mark()
-        drafts = self._draft(spec_len, caps)
+        drafts = self._draft(spec_len, caps)             # with a model drafter's deferred prefill, if any
         clock.mark()
         accepted, bonus, scores, logits = self._verify(drafts)
         clock.mark()
@@ -364,16 +364,6 @@ class HFBackend:
         self._fill()                                    # idle waits for arrivals count in no record
         self._returned_at = time.perf_counter()
         return record
-
-    def _prepare_drafter(self) -> None:
-        """A model drafter's deferred prefill of the rows that joined since it last drafted: admission
-        work, so it counts in `prefill_time_s`, not in the step's record (no arm is charged for it)."""
-        prepare = getattr(self.drafter, "prepare", None)
-        if prepare is None:
-            return
-        t0 = time.perf_counter()
-        prepare([r.tokens for r in self.rows])
-        self.prefill_time_s += time.perf_counter() - t0
 
     def _draft(self, spec_len: int, caps: torch.Tensor) -> Drafts:
         b = len(self.rows)

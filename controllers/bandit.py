@@ -43,6 +43,14 @@ arm never measured under a flat prior; at least `shortfall_floor`, for a posteri
 the arms it knows least), so neither a flat nor a wrong prior can lose more than about
 `explore_fraction` before the evidence corrects the means.
 
+With `known_steps` > 0 (the HF engine) only a *known* arm can be greedy: spec_len 0, or an arm with
+that many own timed steps at the context and own draft trials; an arm the posterior merely predicts
+to be good is reached through a charged exploring run, charged at least `shortfall_floor` less the
+gain the posterior predicts (a prior that is sure of a large gain explores at once, a near-tie pays
+the floor). With `switch_cost` (the HF engine) the extra time of a step that starts drafting after
+plain steps (a lazy draft's prefill and catch-up of what it has not seen) is measured per context:
+it is not taken as the arm's own step time, an exploring run pays it, and it spaces the probes.
+
 Every statistic is discounted by a factor per step so the bandit tracks drift. Plain decoding
 (spec_len 0) teaches nothing about acceptance, so after a run of consecutive steps at 0 the
 bandit plays spec_len 1 once: the run is `probe_every` steps, or longer where the cost model says a
@@ -62,6 +70,9 @@ from autospec.types import StepContext, StepRecord
 
 from .base import NUM_BUCKETS, BaseController, bucket_of, check_float, check_int
 from .model import initial_acceptance, require_cost_model
+
+
+MIN_CHARGE = 0.01      # the least relative shortfall an exploring run's draw is charged (so it is played as a run)
 
 
 class DiscountedStats:
@@ -204,7 +215,8 @@ class BanditController(BaseController):
                  machine_prior_std: float = 0.5, neighbour_weight: float = 0.25, probe_every: int = 25,
                  probe_cost_fraction: float = 0.005, explore_fraction: float = 0.03, plausible_z: float = 2.0,
                  budget_discount: float = 0.999, switch_margin: float = 0.0, arm_shrinkage: float = 20.0,
-                 draw_margin: float = 0.0, min_run: int = 1, shortfall_floor: float = 0.0):
+                 draw_margin: float = 0.0, min_run: int = 1, shortfall_floor: float = 0.0, known_steps: int = 0,
+                 switch_cost: bool = False):
         super().__init__(max_spec_len)
         if prior not in ("model", "none"):
             raise ValueError(f"prior must be 'model' or 'none', got {prior!r}")
@@ -222,6 +234,11 @@ class BanditController(BaseController):
         self.draw_margin = check_float("draw_margin", draw_margin, 0.0, 0.5)
         self.min_run = check_int("min_run", min_run, 1)
         self.shortfall_floor = check_float("shortfall_floor", shortfall_floor, 0.0, 1.0)
+        self.known_steps = check_int("known_steps", known_steps, 0)
+        if not isinstance(switch_cost, bool):
+            raise ValueError(f"switch_cost must be True or False, got {switch_cost!r}")
+        self.switch_cost = switch_cost
+        self.switch_s = np.zeros(NUM_BUCKETS)     # [contexts] measured extra seconds of a switch from 0 to drafting
         self.prior = prior
         self.rng = np.random.default_rng(seed)
         self.acceptance = AcceptanceEstimator(max(1, self.max_spec_len), initial_acceptance(prior_acceptance, cost_model),
@@ -262,13 +279,13 @@ class BanditController(BaseController):
         mean, std, measured = self.posterior(ctx.batch_size)
         top = int(np.argmax(mean))
         margin = self.switch_margin * (1.0 - 1.0 / max(1, ctx.batch_size))      # nothing to drain at batch 1
-        greedy = int(np.flatnonzero(mean >= (1.0 - margin) * mean[top])[0])   # the shortest within the margin
+        greedy = self._greedy(mean, self.known(ctx.batch_size, measured), margin)
         plausible = mean + self.plausible_z * std >= mean[top] - self.plausible_z * std[top]
         values = self.model_values(ctx.batch_size) if self.prior == "model" else self.flat_values(ctx.batch_size)
         best = int(np.argmax(np.where(plausible, values, -np.inf)))
         if measured[best] and measured[greedy] and values[best] <= (1.0 + max(margin, self.draw_margin)) * mean[greedy]:
             best = greedy                                   # a draw within the margin is not worth a switch
-        shortfall = 0.0 if best == greedy else max(self.shortfall_floor, margin, _shortfall(mean, measured, best, greedy))
+        shortfall = 0.0 if best == greedy else self._charge(mean, measured, best, greedy, margin)
         if shortfall > 0 and self.explore_cost_s + self._run_cost_s(ctx.batch_size, best, shortfall) > \
                 self.explore_fraction * self.run_time_s:
             best, shortfall = greedy, 0.0                   # the budget cannot pay for this run
@@ -276,6 +293,34 @@ class BanditController(BaseController):
             best = 1                                        # the probe has its own budget (probe_interval)
         self._shortfall = shortfall
         return self.clamp(best, ctx)
+
+    def _charge(self, mean: np.ndarray, measured: np.ndarray, best: int, greedy: int, margin: float) -> float:
+        """The relative shortfall an exploring draw of `best` is charged per step: its predicted one,
+        at least the margin, and at least `shortfall_floor` less the gain the posterior predicts for
+        it (an arm the prior says is far better is tried at once; a near-tie pays the floor)."""
+        gain = max(0.0, float(mean[best] / mean[greedy]) - 1.0) if measured[best] and mean[greedy] > 0 else 0.0
+        least = MIN_CHARGE if self.min_run > 1 else 0.0                 # a run is started by a charged draw
+        return max(least, self.shortfall_floor - gain, margin, _shortfall(mean, measured, best, greedy))
+
+    @staticmethod
+    def _greedy(mean: np.ndarray, known: np.ndarray, margin: float) -> int:
+        """The shortest known arm whose mean is within `margin` of the best known mean (every arm
+        when none is known yet)."""
+        known = known if known.any() else np.ones_like(known)
+        best = float(mean[known].max())
+        return int(np.flatnonzero(known & (mean >= (1.0 - margin) * best))[0])
+
+    def known(self, batch_size: int, measured: np.ndarray) -> np.ndarray:
+        """[arms] the arms whose goodput at this batch size rests on their own evidence: spec_len 0,
+        and every arm with at least `known_steps` own timed steps at this context (discounted, its
+        neighbours' pooled) and as many own draft trials at position 0. Only a known arm is played
+        without paying the exploration budget; with `known_steps` 0, every measured arm is known."""
+        if self.known_steps == 0 or not isinstance(self.arms, ModelArms):
+            return measured
+        steps, _ = self.arms.log_time.pooled(bucket_of(batch_size))
+        trials = [row[0] if row else math.inf for row in self.arm_acceptance.trials]
+        return np.array([s == 0 or (steps[s] >= self.known_steps and trials[s] >= self.known_steps)
+                         for s in range(len(measured))])
 
     def _run_cost_s(self, batch_size: int, arm: int, shortfall: float) -> float:
         """What an exploring run of `min_run` steps of `arm` is predicted to cost the budget (inf
@@ -286,28 +331,52 @@ class BanditController(BaseController):
         if isinstance(self.arms, ModelArms):
             times = self.arms.step_times(batch_size)
             step_s *= times[arm] / times[min(self._last_arm, self.max_spec_len)]
-        return self.min_run * shortfall * step_s
+        switch_s = self.switch_s[bucket_of(batch_size)] if self._last_arm == 0 else 0.0
+        return self.min_run * shortfall * step_s + switch_s
+
+    def _switch_surcharge_s(self, record: StepRecord) -> float:
+        """With `switch_cost`, the seconds a step that starts drafting after plain steps took beyond
+        what the model predicts from the plain step before it (a lazy draft's prefill and catch-up
+        of the tokens it has not seen), learnt per context; 0 for every other step."""
+        if not self.switch_cost or record.spec_len == 0 or self._last_arm != 0 or self._last_step_s <= 0:
+            return 0.0
+        expected_s = self._last_step_s
+        if isinstance(self.arms, ModelArms):
+            times = self.arms.step_times(record.batch_size)
+            expected_s *= times[record.spec_len] / times[0]
+        surcharge = max(0.0, record.step_time_s - expected_s)
+        bucket = bucket_of(record.batch_size)
+        self.switch_s[bucket] = surcharge if self.switch_s[bucket] == 0 else 0.5 * (self.switch_s[bucket] + surcharge)
+        return surcharge
 
     def observe(self, record: StepRecord) -> None:
+        surcharge_s = self._switch_surcharge_s(record)
         self._last_step_s = record.step_time_s
         self.num_steps += 1
         self._steps_at_zero = self._steps_at_zero + 1 if record.spec_len == 0 else 0
         self._last_arm = record.spec_len
         d = self.budget_discount
         self.run_time_s = d * self.run_time_s + record.step_time_s
-        self.explore_cost_s = d * self.explore_cost_s + self._shortfall * record.step_time_s
+        charged_s = surcharge_s if self._shortfall > 0 else 0.0        # an exploring run pays its own switch
+        self.explore_cost_s = d * self.explore_cost_s + self._shortfall * record.step_time_s + charged_s
         if self._run is None:
             self._shortfall = 0.0                               # a run keeps charging its first step's
         self.acceptance.observe(record)
         self.arm_acceptance.observe(record)
-        self.arms.observe(record)
+        if surcharge_s == 0.0:                                  # a switch's time is not the arm's own
+            self.arms.observe(record)
 
     def probe_interval(self, batch_size: int) -> int:
         """Steps at spec_len 0 between two probes: `probe_every`, longer where a probe is dear."""
+        switch_s = self.switch_s[bucket_of(batch_size)]
         if not isinstance(self.arms, ModelArms):
-            return self.probe_every
+            if switch_s == 0 or self._last_step_s <= 0:
+                return self.probe_every
+            return max(self.probe_every, math.ceil(switch_s / self._last_step_s / self.probe_cost_fraction))
         times = self.arms.step_times(batch_size)
         extra = max(0.0, times[1] / times[0] - 1.0)                  # a probe's extra cost, relative
+        if switch_s > 0 and self._last_step_s > 0:
+            extra += switch_s / self._last_step_s                    # and the draft's catch-up, as measured
         return max(self.probe_every, math.ceil(extra / self.probe_cost_fraction))
 
     def _rates(self) -> list[float]:

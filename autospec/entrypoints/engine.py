@@ -430,9 +430,14 @@ class AutoSpec:
 # - draw_margin, min_run: on real text an arm's acceptance depends on the arms before it (SmolLM2 +
 #   its distilled draft at batch 1: first-position acceptance 0.46 at spec_len 2, 0.67 at 3), so a
 #   draw must beat the greedy arm by 3% to be tried, and is then tried for 8 steps in a row.
-# - shortfall_floor: the posterior flatters arms it has not seen under their own schedule, so an
-#   exploring step is charged at least 15% of its time against the 3% exploration budget.
-ENGINE_CONTROLLER_OPTIONS = {"switch_margin": 0.08, "draw_margin": 0.03, "min_run": 8, "shortfall_floor": 0.15}
+# - shortfall_floor, known_steps, explore_fraction: the posterior flatters arms it has not seen
+#   under their own schedule, so only an arm with 4 own steps is greedy, and an exploring step is
+#   charged at least 15% of its time (less the gain the prior is sure of) against a 1% budget.
+# - switch_cost: the first drafting step after plain ones pays the lazy draft's prefill and catch-up
+#   (on a 2-core AVX2 CPU at batch 1: 100-200 ms against a 55 ms plain step), so a probe is spaced
+#   by its measured cost and an exploring run pays its own switch.
+ENGINE_CONTROLLER_OPTIONS = {"switch_margin": 0.08, "draw_margin": 0.03, "min_run": 8, "shortfall_floor": 0.15,
+                             "known_steps": 4, "explore_fraction": 0.01, "switch_cost": True}
 
 # What target.generate itself prepares and hands to a custom_generate (autospec builds its own cache,
 # positions and logits); any other model input there came from the user and is refused.

@@ -81,3 +81,42 @@ def test_the_hf_engine_gives_the_bandits_its_own_settings_and_the_user_overrides
         assert getattr(spec.controller, option) == value
     assert AutoSpec(target, "ngram", cost_model=None, min_run=2).controller.min_run == 2
     assert not hasattr(AutoSpec(target, "ngram", controller="fixed:2").controller, "min_run")
+
+
+def test_an_arm_without_its_own_evidence_waits_for_the_exploration_budget(h200):
+    ctx = StepContext(step=0, batch_size=1, max_spec_len=8)
+    options = dict(cost_model=h200, seed=0, prior_acceptance=0.8, min_run=8, shortfall_floor=0.15)
+    assert ThompsonController(**options).choose(ctx) > 0          # the prior alone makes drafting greedy
+    c = ThompsonController(**options, known_steps=4, explore_fraction=0.01)
+    assert c.choose(ctx) == 0                                     # unknown arms are explored, not exploited
+    chosen = "".join(str(s) for s in drive_costed(c, 600))        # every draft is rejected
+    runs = [run for run in chosen.split("0") if len(run) > 1]      # exploring runs (a lone 1 is a probe)
+    assert 1 <= len(runs) <= 5 and all(len(run) == 8 for run in runs)
+    assert c.explore_cost_s <= 0.01 * c.run_time_s + 8 * 0.02
+
+
+def drive_costed(controller, steps: int, switch_s: float = 0.0) -> list[int]:
+    """Batch 1, every draft rejected, a step at spec_len s taking 10 ms x (1 + 0.2 s), and a drafting
+    step right after a plain one `switch_s` more (a lazy draft's catch-up)."""
+    chosen, last = [], 0
+    for i in range(steps):
+        s = controller.choose(StepContext(step=i, batch_size=1, max_spec_len=8))
+        extra = switch_s if s > 0 and last == 0 else 0.0
+        controller.observe(make_record(batch_size=1, spec_len=s, accepted_per_pos=(0,) * s, step=i,
+                                       draft_time_s=0.0, verify_time_s=0.01 * (1 + 0.2 * s) + extra))
+        chosen.append(s)
+        last = s
+    return chosen
+
+
+def test_a_measured_switch_cost_spaces_the_probes_and_is_not_the_arms_own_time(h200):
+    plain = ThompsonController(cost_model=h200, seed=0, prior_acceptance=0.05)
+    learnt = ThompsonController(cost_model=h200, seed=0, prior_acceptance=0.05, switch_cost=True)
+    before = learnt.probe_interval(1)
+    assert before == plain.probe_interval(1)
+    for c in (plain, learnt):
+        drive_costed(c, 400, switch_s=0.1)
+    assert learnt.switch_s[0] == pytest.approx(0.1, rel=0.3)          # measured per context (batch 1)
+    assert learnt.probe_interval(1) >= 0.1 / 0.01 / 0.005 * 0.7 > before   # a probe costs ~10 plain steps more
+    correction = {name: c.arms.correction(1)[0][1] for name, c in (("plain", plain), ("learnt", learnt))}
+    assert correction["learnt"] < correction["plain"] - 0.5            # spec_len 1 is not blamed for the switch

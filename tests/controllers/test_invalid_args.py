@@ -20,6 +20,8 @@ CASES = [
     ("thompson", dict(probe_every=0), "probe_every"),
     ("thompson", dict(probe_cost_fraction=0.0), "probe_cost_fraction"),
     ("auto", dict(acceptance_discount=0.0), "acceptance_discount"),
+    ("auto", dict(known_steps=-1), "known_steps"),
+    ("auto", dict(switch_cost="yes"), "switch_cost"),
 ]
 
 
