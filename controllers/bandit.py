@@ -298,9 +298,11 @@ class BanditController(BaseController):
         """The relative shortfall an exploring draw of `best` is charged per step: its predicted one,
         at least the margin, and at least `shortfall_floor` less the gain the posterior predicts for
         it (an arm the prior says is far better is tried at once; a near-tie pays the floor)."""
-        gain = max(0.0, float(mean[best] / mean[greedy]) - 1.0) if measured[best] and mean[greedy] > 0 else 0.0
+        if not measured[best] or mean[greedy] <= 0:
+            return 1.0                                                   # nothing is known of it
+        relative = float(mean[best] / mean[greedy]) - 1.0               # the predicted gain (> 0) or shortfall (< 0)
         least = MIN_CHARGE if self.min_run > 1 else 0.0                 # a run is started by a charged draw
-        return max(least, self.shortfall_floor - gain, margin, _shortfall(mean, measured, best, greedy))
+        return max(least, self.shortfall_floor - max(0.0, relative), margin, min(1.0, -relative))
 
     @staticmethod
     def _greedy(mean: np.ndarray, known: np.ndarray, margin: float) -> int:
@@ -327,12 +329,15 @@ class BanditController(BaseController):
         before any step was measured: nothing to pay with yet)."""
         if self._last_step_s <= 0:
             return math.inf
-        step_s = self._last_step_s
-        if isinstance(self.arms, ModelArms):
-            times = self.arms.step_times(batch_size)
-            step_s *= times[arm] / times[min(self._last_arm, self.max_spec_len)]
         switch_s = self.switch_s[bucket_of(batch_size)] if self._last_arm == 0 else 0.0
-        return self.min_run * shortfall * step_s + switch_s
+        return self.min_run * shortfall * self._expected_step_s(batch_size, arm) + switch_s
+
+    def _expected_step_s(self, batch_size: int, arm: int) -> float:
+        """The last step's time scaled to `arm` by the cost model's ratio (as is, without one)."""
+        if not isinstance(self.arms, ModelArms):
+            return self._last_step_s
+        times = self.arms.step_times(batch_size)
+        return self._last_step_s * times[arm] / times[min(self._last_arm, self.max_spec_len)]
 
     def _switch_surcharge_s(self, record: StepRecord) -> float:
         """With `switch_cost`, the seconds a step that starts drafting after plain steps took beyond
@@ -340,11 +345,7 @@ class BanditController(BaseController):
         of the tokens it has not seen), learnt per context; 0 for every other step."""
         if not self.switch_cost or record.spec_len == 0 or self._last_arm != 0 or self._last_step_s <= 0:
             return 0.0
-        expected_s = self._last_step_s
-        if isinstance(self.arms, ModelArms):
-            times = self.arms.step_times(record.batch_size)
-            expected_s *= times[record.spec_len] / times[0]
-        surcharge = max(0.0, record.step_time_s - expected_s)
+        surcharge = max(0.0, record.step_time_s - self._expected_step_s(record.batch_size, record.spec_len))
         bucket = bucket_of(record.batch_size)
         self.switch_s[bucket] = surcharge if self.switch_s[bucket] == 0 else 0.5 * (self.switch_s[bucket] + surcharge)
         return surcharge
@@ -369,12 +370,10 @@ class BanditController(BaseController):
     def probe_interval(self, batch_size: int) -> int:
         """Steps at spec_len 0 between two probes: `probe_every`, longer where a probe is dear."""
         switch_s = self.switch_s[bucket_of(batch_size)]
-        if not isinstance(self.arms, ModelArms):
-            if switch_s == 0 or self._last_step_s <= 0:
-                return self.probe_every
-            return max(self.probe_every, math.ceil(switch_s / self._last_step_s / self.probe_cost_fraction))
-        times = self.arms.step_times(batch_size)
-        extra = max(0.0, times[1] / times[0] - 1.0)                  # a probe's extra cost, relative
+        extra = 0.0                                                  # a probe's extra cost, relative
+        if isinstance(self.arms, ModelArms):
+            times = self.arms.step_times(batch_size)
+            extra = max(0.0, times[1] / times[0] - 1.0)
         if switch_s > 0 and self._last_step_s > 0:
             extra += switch_s / self._last_step_s                    # and the draft's catch-up, as measured
         return max(self.probe_every, math.ceil(extra / self.probe_cost_fraction))
@@ -414,10 +413,3 @@ class BanditController(BaseController):
     def flat_values(self, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
-
-def _shortfall(mean: np.ndarray, measured: np.ndarray, arm: int, greedy: int) -> float:
-    """How much goodput playing `arm` instead of `greedy` is predicted to give up, relative (0..1);
-    1 for an arm nothing is known of."""
-    if not measured[arm] or mean[greedy] <= 0:
-        return 1.0
-    return float(min(1.0, max(0.0, 1.0 - mean[arm] / mean[greedy])))
