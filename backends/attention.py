@@ -172,8 +172,8 @@ def check_kinds(model: torch.nn.Module, kinds: tuple[str, ...]) -> None:
         return
     stateful = [k for k in unknown if any(word in k for word in STATEFUL_KIND_WORDS)]
     if stateful:
-        refuse(model, f"its layer kinds {unknown} keep recurrent / state-space / convolution state that cannot be "
-                      "rolled back after a rejected draft", STATEFUL)
+        refuse(model, f"it is stateful: its layer kinds {unknown} keep recurrent / state-space / convolution state "
+                      "that cannot be rolled back after a rejected draft", STATEFUL)
     refuse(model, f"its layer kinds {unknown} are neither full, sliding, chunked nor indexed attention, so autospec "
                   "cannot mask them", LAYER_KINDS)
 

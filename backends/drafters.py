@@ -6,13 +6,18 @@ Contract (`Drafter`):
   work for a row until a proposal includes it: `prepare(sequences)` (called by `propose` first, so
   the drafting step that needs it pays for it) prefills every row that joined since, in one
   batched forward, so a draft attached to a run that never speculates costs nothing.
-- `propose(sequences, spec_len, caps)` -> `Drafts(tokens [b, spec_len], num_drafts [b], probs)`:
-  row i proposes at most `caps[i]` tokens; `probs` [b, spec_len, V] is the processed draft
-  distribution when sampling with a model drafter, else None (a deterministic proposal).
-- `accept(accepted [b])` after verification: row i kept its first `accepted[i]` drafts. A model
+- `propose(sequences, spec_len, caps)` -> `Drafts(tokens [b, w], num_drafts [b], probs)`: row i
+  proposes at most `caps[i]` tokens (`caps` a host list); `w` is spec_len for a model drafter and
+  the longest proposal for a deterministic one (0 when none found anything); `probs` [b, w, V] is
+  the processed draft distribution when sampling with a model drafter, else None.
+- `accept(accepted [b], accepted_host)` after verification: row i kept its first `accepted[i]`
+  drafts (`accepted_host`: the same counts, already read by the step's one sync). A model
   drafter keeps its KV cache equal to the accepted text: rejected drafts become holes, and
   tokens it has not seen yet (the bonus, or everything emitted during spec_len = 0 steps) are fed
   at the start of its next proposal ("catch-up"), so its cache is never stale.
+- No host reads: proposing and accepting stay on the device (a model drafter keeps a host mirror of
+  how many tokens each row's cache holds), so the backend's step syncs once. The exception is a
+  proposal shaped by HF logits processors, which see each draft on the host.
 
 `ModelDrafter` wraps any HF causal LM with the target's vocabulary; `NgramDrafter` is prompt
 lookup (no model): the continuation of the most recent earlier occurrence of the row's last n
@@ -32,6 +37,7 @@ import torch
 from .attention import AttentionPlan, attention_plan
 from .kv_cache import SlotCache
 from .sampling import SamplingConfig, select_tokens
+from .transfer import upload
 
 
 @dataclass
@@ -53,10 +59,10 @@ class Drafter(Protocol):
 
     def keep_rows(self, indices: list[int]) -> None: ...
 
-    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor,
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: Sequence[int],
                 shape: Shape | None = None) -> Drafts: ...
 
-    def accept(self, accepted: torch.Tensor) -> None: ...
+    def accept(self, accepted: torch.Tensor, accepted_host: Sequence[int]) -> None: ...
 
 
 def forward_kwargs(model: torch.nn.Module) -> str:
@@ -85,7 +91,7 @@ def model_forward(model: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, p
 def left_padded(rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
     """Ragged rows -> [n, max len] ids, each row padded on the left with its own first token."""
     width = max(len(r) for r in rows)
-    return torch.tensor([[r[0]] * (width - len(r)) + list(r) for r in rows], device=device)
+    return upload([[r[0]] * (width - len(r)) + list(r) for r in rows], device)
 
 
 class NgramDrafter:
@@ -108,20 +114,19 @@ class NgramDrafter:
     def keep_rows(self, indices: list[int]) -> None:
         return None
 
-    def accept(self, accepted: torch.Tensor) -> None:
+    def accept(self, accepted: torch.Tensor, accepted_host: Sequence[int]) -> None:
         return None
 
-    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor,
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: Sequence[int],
                 shape: Shape | None = None) -> Drafts:
-        """Prompt lookup (`shape` is not used: the proposals come from the text, not from logits)."""
-        tokens = np.empty((len(sequences), spec_len), dtype=np.int64)
-        counts = np.zeros(len(sequences), dtype=np.int64)
-        for i, (seq, cap) in enumerate(zip(sequences, caps.tolist())):
-            found = self.lookup(np.asarray(seq, dtype=np.int64), min(spec_len, cap))
-            counts[i] = len(found)
-            tokens[i, : len(found)] = found
-            tokens[i, len(found):] = seq[-1]
-        return Drafts(torch.from_numpy(tokens).to(self.device), torch.from_numpy(counts).to(self.device), None)
+        """Prompt lookup (`shape` is not used: the proposals come from the text, not from logits);
+        tokens [b, longest proposal], each row padded with its last token."""
+        found = [self.lookup(np.asarray(seq, dtype=np.int64), min(spec_len, cap)).tolist()
+                 for seq, cap in zip(sequences, caps)]
+        width = max((len(f) for f in found), default=0)
+        tokens = [f + [seq[-1]] * (width - len(f)) for f, seq in zip(found, sequences)]
+        ids = upload(tokens, self.device) if width else torch.empty(len(found), 0, dtype=torch.long, device=self.device)
+        return Drafts(ids, upload([len(f) for f in found], self.device), None)
 
     def lookup(self, seq: np.ndarray, k: int) -> np.ndarray:
         """Up to k tokens following the most recent earlier occurrence of seq's last n tokens."""
@@ -154,6 +159,7 @@ class ModelDrafter:
         self.cache_kw = forward_kwargs(model)
         self._fed_slots: list[int] = []   # cache slots holding the drafts fed in the last proposal
         self._pending: list[bool] = []    # per row: joined but not prefilled yet
+        self._seen: list[int] = []        # per row: tokens its cache holds (a host mirror of cache.pos)
 
     def add_rows(self, sequences: Sequence[Sequence[int]]) -> None:
         """New rows join empty: nothing runs until the first proposal that includes them (`prepare`)."""
@@ -161,10 +167,12 @@ class ModelDrafter:
             raise ValueError("a draft row needs at least one prompt token")
         self.cache.add_rows(len(sequences))
         self._pending.extend([True] * len(sequences))
+        self._seen.extend([0] * len(sequences))
 
     def keep_rows(self, indices: list[int]) -> None:
         self.cache.keep_rows(indices)
         self._pending = [self._pending[i] for i in indices]
+        self._seen = [self._seen[i] for i in indices]
 
     def prepare(self, sequences: Sequence[Sequence[int]]) -> None:
         """Prefill the rows that joined since the last proposal, together in one forward: each
@@ -176,13 +184,15 @@ class ModelDrafter:
         ids = left_padded(prompts, self.device)                                  # [n, P]
         position_ids, mask, _ = self.cache.prefill_inputs([len(p) for p in prompts], rows=rows)
         model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=1)
-        for i in rows:
+        for i, prompt in zip(rows, prompts):
             self._pending[i] = False
+            self._seen[i] = len(prompt)
 
-    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: torch.Tensor,
+    def propose(self, sequences: Sequence[Sequence[int]], spec_len: int, caps: Sequence[int],
                 shape: Shape | None = None) -> Drafts:
-        """Draft spec_len tokens per row; with `shape` (the target's logits processors), each draft is
-        drawn from the processed draft distribution (one host copy of the drafts per draft step)."""
+        """Draft spec_len tokens per row, no host read; with `shape` (the target's logits processors),
+        each draft is drawn from the processed draft distribution (one host copy of the drafts per
+        draft step)."""
         self.prepare(sequences)                                               # the rows that joined since the last proposal
         self.cache.trim(max(len(seq) for seq in sequences))                   # before any draft slot is recorded
         first = self._catch_up(sequences)                                     # [b, V] logits
@@ -202,18 +212,18 @@ class ModelDrafter:
                 logits = self._feed_one(token)
         drafts = torch.stack(tokens, dim=1)                                   # [b, spec_len]
         stacked = torch.stack(probs, dim=1) if self.sampling.do_sample else None
-        return Drafts(drafts, caps.clamp(max=spec_len), stacked)
+        return Drafts(drafts, upload([min(c, spec_len) for c in caps], self.device), stacked)
 
     def _catch_up(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
         """Feed every row's tokens the draft has not seen (>= 1 each) as one ragged block; -> each
         row's last logits [b, V]."""
-        seen = self.cache.pos[: self.cache.num_rows].tolist()
-        ids, num_real = self.cache.pack([list(seq[n:]) for seq, n in zip(sequences, seen)])   # [b, w], [b]
+        ids, num_real = self.cache.pack([list(seq[n:]) for seq, n in zip(sequences, self._seen)])   # [b, w], [b]
         width = ids.shape[1]
         position_ids, mask = self.cache.decode_inputs(width, num_real)
         keep = width if self.cache.pads_right else 1
         logits = model_forward(self.model, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=keep)
         self.cache.commit(self.cache.real_tokens(num_real, width))
+        self._seen = [len(seq) for seq in sequences]
         if self.cache.pads_right:
             return logits[torch.arange(ids.shape[0], device=self.device), num_real - 1]
         return logits[:, -1]
@@ -224,15 +234,19 @@ class ModelDrafter:
         self._fed_slots.append(self.cache.cursor)
         logits = model_forward(self.model, self.cache, token[:, None], position_ids, mask, self.cache_kw, 1)
         self.cache.commit(torch.ones(token.shape[0], 1, dtype=torch.bool, device=self.device))
+        self._seen = [n + 1 for n in self._seen]
         return logits[:, -1]
 
-    def accept(self, accepted: torch.Tensor) -> None:
-        """Drafts fed beyond each row's accepted count become holes."""
-        if not self._fed_slots:
+    def accept(self, accepted: torch.Tensor, accepted_host: Sequence[int]) -> None:
+        """Drafts fed beyond each row's accepted count become holes (on the device; the host
+        mirror of the rows' lengths follows from `accepted_host`)."""
+        fed = len(self._fed_slots)
+        if not fed:
             return
         b = self.cache.num_rows
-        slots = torch.tensor(self._fed_slots, device=self.device)                           # [s - 1]
-        rejected = torch.arange(len(self._fed_slots), device=self.device)[None, :] >= accepted[:b, None]  # [b, s-1]
+        slots = upload(self._fed_slots, self.device)                                         # [s - 1]
+        rejected = torch.arange(fed, device=self.device)[None, :] >= accepted[:b, None]     # [b, s-1]
         self.cache.valid[:b, slots] &= ~rejected
         self.cache.pos[:b] -= rejected.sum(1)
+        self._seen = [n - fed + min(a, fed) for n, a in zip(self._seen, accepted_host)]
         self._fed_slots = []

@@ -17,6 +17,12 @@ Contract (the `Backend` protocol plus serving):
   each row's block after the token that ends it (`finish_reason` "stop"); rows may also carry their
   own do_sample and EOS ids, and a batch mixing greedy and sampled rows verifies each its own way.
   `keep_scores` keeps each emitted token's scores and logits; `on_tokens` sees each committed block.
+- One host read per step: the draft loop, verification, both caches' commits and compaction stay
+  on the device (host values go up by `transfer.upload`, non-blocking on CUDA) until `step` reads
+  every row's accepted count, bonus token, draft count and drafts in ONE copy
+  (`transfer.read_host`); the commit and the record are built from that host copy. What reads
+  more: an admission (its prefill's first tokens), a compaction forced by the cache's capacity
+  (`SlotCache.reserve`), and HF logits processors or stopping criteria (they see tokens on the host).
 - Timing: one device synchronisation per step. On CUDA the split between draft and verify comes
   from CUDA events; on CPU from the host clock. `overhead_time_s` is the rest of the step: the
   bookkeeping after verification plus the host time since the previous step returned (the
@@ -43,6 +49,7 @@ from .drafters import Drafter, Drafts, forward_kwargs, left_padded, model_forwar
 from .kv_cache import SlotCache
 from .processing import Processing, View
 from .sampling import SamplingConfig, select_tokens, verify_greedy, verify_sampling
+from .transfer import read_host, upload
 
 
 @dataclass
@@ -112,6 +119,15 @@ def _by_processing(rows: list[_Row], default: Processing | None) -> dict[int, tu
         if processing is not None:
             groups.setdefault(id(processing), (processing, []))[1].append(i)
     return groups
+
+
+@dataclass
+class _StepHost:
+    """What the step's one host read brought back, per row."""
+    accepted: list[int]             # drafts kept
+    bonus: list[int]                # the target's token after them
+    num_drafts: list[int]           # drafts proposed
+    tokens: list[list[int]]         # the drafts [b][w]
 
 
 @dataclass
@@ -253,10 +269,13 @@ class HFBackend:
         """Rows carry their own sampling choice or processing (serve with per-request settings)."""
         return any(r.request.processing is not None or r.request.do_sample is not None for r in rows)
 
-    def _sampled(self, rows: list[_Row]) -> torch.Tensor:
-        """[n] bool: the rows that sample."""
-        flags = [r.request.do_sample if r.request.do_sample is not None else self.sampling.do_sample for r in rows]
-        return torch.tensor(flags, device=self.device)
+    def _sample_flags(self, rows: list[_Row]) -> list[bool]:
+        """Per row (on the host): whether it samples."""
+        return [r.request.do_sample if r.request.do_sample is not None else self.sampling.do_sample for r in rows]
+
+    def _sampled(self, flags: list[bool]) -> torch.Tensor:
+        """[n] bool on the device: the rows that sample."""
+        return upload(flags, self.device, dtype=torch.bool)
 
     def _probabilities(self, rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:
         """Target probabilities: a softmax of HF-processed scores (warpers included) for rows with
@@ -275,11 +294,11 @@ class HFBackend:
         if not self._mixed(rows):
             return select_tokens(scores, self.sampling, self.generator)[0]
         greedy = scores.argmax(dim=-1)
-        sampled = self._sampled(rows)
-        if not bool(sampled.any()):
+        flags = self._sample_flags(rows)
+        if not any(flags):
             return greedy
         drawn = torch.multinomial(self._probabilities(rows, scores), 1, generator=self.generator).squeeze(-1)
-        return torch.where(sampled, drawn, greedy)
+        return torch.where(self._sampled(flags), drawn, greedy)
 
     def _emit(self, rows: list[_Row], new: list[list[int]], before: list[int], scores: torch.Tensor,
               logits: torch.Tensor) -> list[list[int]]:
@@ -346,17 +365,17 @@ class HFBackend:
         spec_len = validate_spec_len(spec_len, self.max_spec_len)
         if not self.rows:
             raise RuntimeError("step() called with no running rows: check done() first")
-        caps = torch.tensor([min(spec_len, r.remaining - 1) for r in self.rows], device=self.device)
-        spec_len = spec_len if int(caps.max()) > 0 else 0
+        caps = [min(spec_len, r.remaining - 1) for r in self.rows]        # host values: nothing read
+        spec_len = spec_len if max(caps) > 0 else 0
         clock = _Clock(self.device)
         clock.mark()
         drafts = self._draft(spec_len, caps)             # with a model drafter's deferred prefill, if any
         clock.mark()
         accepted, bonus, scores, logits = self._verify(drafts)
         clock.mark()
-        accepted_list, bonus_list = accepted.tolist(), bonus.tolist()          # the step's one sync
+        host = _StepHost(*read_host(accepted, bonus, drafts.num_drafts, drafts.tokens))   # the step's one sync
         host_start = time.perf_counter()
-        record = self._commit(spec_len, drafts, accepted, accepted_list, bonus_list, scores, logits)
+        record = self._commit(spec_len, drafts, accepted, host, scores, logits)
         draft_s, verify_s = clock.spans_s()
         record = _with_times(record, draft_s, verify_s, time.perf_counter() - host_start + host_gap_s, self.now_s())
         self.step_index += 1
@@ -365,7 +384,8 @@ class HFBackend:
         self._returned_at = time.perf_counter()
         return record
 
-    def _draft(self, spec_len: int, caps: torch.Tensor) -> Drafts:
+    def _draft(self, spec_len: int, caps: list[int]) -> Drafts:
+        """Drafts [b, w] for the verify block (w = 0 at spec_len 0); no host read."""
         b = len(self.rows)
         if spec_len == 0:
             empty = torch.empty(b, 0, dtype=torch.long, device=self.device)
@@ -373,22 +393,19 @@ class HFBackend:
         shape = None
         if self.drafter.has_model and self._has_processors(self.rows):
             shape = lambda so_far, logits: self._scores(self.rows, so_far, logits, last_only=True)   # noqa: E731
-        drafts = self.drafter.propose([r.tokens for r in self.rows], spec_len, caps, shape=shape)
-        if self.drafter.has_model:
-            return drafts
-        longest = int(drafts.num_drafts.max())                      # a host value: deterministic drafters only
-        return Drafts(drafts.tokens[:, :longest], drafts.num_drafts, None)
+        return self.drafter.propose([r.tokens for r in self.rows], spec_len, caps, shape=shape)
 
     def _verify(self, drafts: Drafts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(accepted [b], bonus [b], the scores [b, q, V] tokens are chosen from, the logits [b, q, V])."""
-        last = torch.tensor([r.tokens[-1] for r in self.rows], device=self.device)
+        last = upload([r.tokens[-1] for r in self.rows], self.device)         # [b]
         ids = torch.cat([last[:, None], drafts.tokens], dim=1)                 # [b, s + 1]
         q = ids.shape[1]
         position_ids, mask = self.cache.decode_inputs(q)
         logits = model_forward(self.target, self.cache, ids, position_ids, mask, self.cache_kw, logits_to_keep=q)
         scores = logits
         if self._has_processors(self.rows):
-            rows = [t[:n] for t, n in zip(drafts.tokens.tolist(), drafts.num_drafts.tolist())]   # drafts on the host
+            tokens, num_drafts = read_host(drafts.tokens, drafts.num_drafts)    # processors see drafts on the host
+            rows = [t[:n] for t, n in zip(tokens, num_drafts)]
             scores = self._scores(self.rows, rows, logits)
         if self._mixed(self.rows):
             return (*self._verify_mixed(drafts, scores), scores, logits)
@@ -400,30 +417,32 @@ class HFBackend:
     def _verify_mixed(self, drafts: Drafts, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy rows verified greedily, sampled rows by rejection sampling, in one batch."""
         accepted, bonus = verify_greedy(scores, drafts.tokens, drafts.num_drafts)
-        sampled = self._sampled(self.rows)
-        if bool(sampled.any()):
+        flags = self._sample_flags(self.rows)
+        if any(flags):
+            sampled = self._sampled(flags)                                     # [b]
             probs = self._probabilities(self.rows, scores)                     # [b, s + 1, V]
             drawn = verify_sampling(probs, drafts.tokens, drafts.num_drafts, drafts.probs, self.generator)
             accepted, bonus = torch.where(sampled, drawn[0], accepted), torch.where(sampled, drawn[1], bonus)
         return accepted, bonus
 
-    def _commit(self, spec_len: int, drafts: Drafts, accepted: torch.Tensor, accepted_list: list[int],
-                bonus_list: list[int], scores: torch.Tensor, logits: torch.Tensor) -> StepRecord:
-        """Keep accepted drafts + bonus per row in both caches; emit tokens; build the record."""
+    def _commit(self, spec_len: int, drafts: Drafts, accepted: torch.Tensor, host: _StepHost,
+                scores: torch.Tensor, logits: torch.Tensor) -> StepRecord:
+        """Keep accepted drafts + bonus per row in both caches (on the device, from `accepted` [b]);
+        emit tokens and build the record from the host copy."""
         q = drafts.tokens.shape[1] + 1
         self.cache.commit(torch.arange(q, device=self.device)[None, :] < (accepted + 1)[:, None])
         if self.drafter is not None and q > 1:
-            self.drafter.accept(accepted)
-        draft_rows = drafts.tokens.tolist()
+            self.drafter.accept(accepted, host.accepted)
+        accepted_list = host.accepted
         before = [r.generated for r in self.rows]
-        new = [drafted[:k] + [bonus] for k, drafted, bonus in zip(accepted_list, draft_rows, bonus_list)]
+        new = [drafted[:k] + [bonus] for k, drafted, bonus in zip(accepted_list, host.tokens, host.bonus)]
         for row, tokens in zip(self.rows, new):
             row.tokens.extend(tokens)
         kept = self._emit(self.rows, new, before, scores, logits)
         kept_accepted = sum(min(k, len(e)) for k, e in zip(accepted_list, kept))
         bonus_rows = sum(len(e) > k for k, e in zip(accepted_list, kept))
         self.cache.trim(max(len(r.tokens) for r in self.rows))              # the cache holds all but the last token
-        num_drafts = drafts.num_drafts.tolist()                                # one copy serves both counts
+        num_drafts = host.num_drafts
         return StepRecord(step=self.step_index, batch_size=len(self.rows), spec_len=spec_len,
                           num_draft_tokens=sum(num_drafts), num_accepted_tokens=kept_accepted,
                           accepted_per_pos=tuple(_rows_beyond(accepted_list, spec_len)), draft_time_s=0.0,

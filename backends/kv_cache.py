@@ -23,6 +23,10 @@ rotary embedding), so only the 4D mask and the per-row `position_ids` matter:
   slots, so holes left by rejected drafts cost attention time until reclaimed); `longest` is a
   host-side upper bound on any row's valid slots, so no device sync is needed.
 
+No method reads the device but a compaction forced by `reserve` (the cursor would pass the
+capacity), which reads the longest row's length once; host values reach the device by `upload`
+(non-blocking on CUDA), so a decode step's cache work never waits on the device.
+
 The model sees this as a `transformers.Cache`: each layer's `update` writes the region set by the
 cache and returns only the slots in use (not the whole capacity).
 
@@ -47,6 +51,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from .attention import CAUSAL_KINDS, FULL_BOOL, AttentionPlan, as_model_mask, visible
+from .transfer import upload
 
 
 DEFAULT_KV_ALIGN = int(os.environ.get("AUTOSPEC_KV_ALIGN", "1"))
@@ -118,16 +123,11 @@ class SlotLayer(CacheLayerMixin):
             new[: old.shape[0], :, : old.shape[2]] = old
             setattr(self, name, new)
 
-    def reorder(self, order: torch.Tensor, count: int) -> None:
-        """Rows `order` (a LongTensor) move to the front, in that order; rows already in place stay."""
-        if not self.buffers or not count:
-            return
-        dst = (order != torch.arange(count, device=order.device)).nonzero().flatten()
-        if len(dst):
-            src = order[dst]
-            for name in self.buffers:
-                buf = getattr(self, name)
-                buf[dst] = buf[src]
+    def reorder(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        """Rows `src` move to rows `dst` (LongTensors [m], m > 0; rows not named stay)."""
+        for name in self.buffers:
+            buf = getattr(self, name)
+            buf[dst] = buf[src]
 
     def gather_slots(self, slot_order: torch.Tensor) -> None:
         """Per row, reorder the first w slots by `slot_order` [rows, w] (compaction, alignment): one
@@ -171,8 +171,7 @@ class SlotCache(Cache):
         width = max(len(r) for r in rows)
         pad = [[r[-1]] * (width - len(r)) for r in rows]
         ids = [r + p if self.pads_right else p + r for r, p in zip(rows, pad)]
-        return (torch.tensor(ids, device=self.device),
-                torch.tensor([len(r) for r in rows], device=self.device))
+        return upload(ids, self.device), upload([len(r) for r in rows], self.device)
 
     def real_tokens(self, num_real: torch.Tensor, width: int) -> torch.Tensor:
         """[b] real tokens per row -> [b, w] True where a fed token is real (not padding)."""
@@ -270,12 +269,12 @@ class SlotCache(Cache):
             raise ValueError(f"cannot add {n} rows: {self.num_rows} of {self.rows_capacity} in use")
         self.reserve(width if self.pads_right else 0, at_least=width)
         start = self.cursor if self.pads_right else (self.cursor - width if width <= self.cursor else 0)
-        lengths_t = torch.tensor(lengths, device=self.device)
+        lengths_t = upload(lengths, self.device)
         steps = torch.arange(width, device=self.device)
         pad = steps[None, :] < (width - lengths_t)[:, None]                                  # [n, P]
         position_ids = (steps[None, :] - (width - lengths_t)[:, None]).clamp(min=0)
         index: slice | torch.Tensor = slice(self.num_rows, self.num_rows + n) if rows is None else \
-            torch.tensor(rows, dtype=torch.long, device=self.device)
+            upload(rows, self.device)
         self.region = _Region(index, start, 0 if self.pads_right else start, start + width)
         self.valid[index] = False
         self.valid[index, start:start + width] = ~pad
@@ -297,15 +296,16 @@ class SlotCache(Cache):
 
     def keep_rows(self, indices: list[int]) -> None:
         """Keep only these rows, moved to the front in this order (`fill_order` gives the order that
-        moves the fewest rows)."""
-        order = torch.tensor(indices, dtype=torch.long, device=self.device)
+        moves the fewest rows); the rows that move are known on the host, so nothing is read."""
         n = len(indices)
-        for layer in self.layers:
-            layer.reorder(order, n)
-        if n:
-            self.valid[:n] = self.valid[order]
-            self.slot_pos[:n] = self.slot_pos[order]
-            self.pos[:n] = self.pos[order]
+        moved = [(j, i) for j, i in enumerate(indices) if i != j]
+        if moved:
+            dst = upload([j for j, _ in moved], self.device)                  # [m]
+            src = upload([i for _, i in moved], self.device)                  # [m]
+            for layer in self.layers:
+                layer.reorder(dst, src)
+            for t in (self.valid, self.slot_pos, self.pos):
+                t[dst] = t[src]
         self.valid[n:] = False
         self.num_rows = n
         if n == 0:
@@ -337,11 +337,12 @@ class SlotCache(Cache):
         costs a few milliseconds (~3 ms at batch 8 over 160 slots), so ~16 holes is where they break even."""
         if self.num_rows == 0 or self.cursor - longest < max(slack, longest // 8):
             return False
-        self.compact()
+        self.compact(longest)
         return True
 
-    def compact(self) -> None:
-        """Move each row's valid slots to the front (in their order); the cursor drops to the longest row."""
+    def compact(self, longest: int | None = None) -> None:
+        """Move each row's valid slots to the front (in their order); the cursor drops to the longest
+        row, or to `longest` (a host upper bound on it: no device read) when given."""
         b = self.num_rows
         if b == 0:
             self.cursor = 0
@@ -351,7 +352,7 @@ class SlotCache(Cache):
         self._gather(order)
         counts = self.valid[:b, :c].sum(1)
         self.valid[:b, :c] = torch.arange(c, device=self.device)[None, :] < counts[:, None]
-        self.cursor = int(counts.max())
+        self.cursor = min(c, longest) if longest is not None else int(counts.max())
 
     def align_right(self) -> None:
         """Move each row's valid slots (in their order) to end at the cursor, holes to the left:

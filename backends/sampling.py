@@ -13,6 +13,8 @@ Contract:
   from p. Output tokens are distributed exactly as sampling the target alone.
 - Rows may propose fewer drafts than the block holds (`num_drafts`); missing drafts are never
   accepted and cost no rejection (the bonus is then drawn from p).
+- Neither verifier reads the device (no `.item()`, `bool()` or `.tolist()`): the step's one host
+  read comes after them.
 """
 from __future__ import annotations
 
@@ -104,7 +106,7 @@ def verify_sampling(target_probs: torch.Tensor, drafts: torch.Tensor, num_drafts
     rows = torch.arange(b, device=drafts.device)
     p_next = target_probs[rows, accepted]                                         # [b, V]
     rejected = accepted < num_drafts
-    if bool(rejected.any()):
+    if s > 0:                                          # no host read: rows not rejected keep p_next
         at = accepted.clamp(max=s - 1)
         if draft_probs is None:
             q_next = torch.zeros_like(p_next).scatter_(1, drafts[rows, at][:, None], 1.0)
