@@ -4,7 +4,8 @@ Contract:
 - `attention_plan(model)` -> `AttentionPlan`, or `UnsupportedModel` (a ValueError naming the model
   type and the reason) for a model autospec cannot run exactly: a stateful model (HF's own
   `_is_stateful`, or a config whose layer kinds are not attention: recurrent, state-space, linear
-  attention), one with no KV cache, an encoder-decoder or cross-attention model, an attention
+  attention), one with no KV cache, one whose forward takes no attention_mask (xLSTM: nothing could
+  mask padding or rejected drafts), an encoder-decoder or cross-attention model, an attention
   implementation whose mask cannot be given per row, or layer kinds the model cannot take apart.
   It reads the model's config and class only: no forward runs.
 - Layer kinds come from the config the way transformers reads them: `layer_types` when the config
@@ -50,6 +51,7 @@ STATEFUL_KIND_WORDS = ("linear", "mamba", "conv", "recurrent", "rnn", "hybrid", 
 STATEFUL, NO_KV_CACHE, ENCODER_DECODER, NOT_CAUSAL, SLOT_POSITIONS, ATTENTION_IMPL, LAYER_KINDS, CACHED_FORWARD = (
     "stateful", "no-kv-cache", "encoder-decoder", "not-causal", "slot-positions", "attention-implementation",
     "layer-kinds", "cached-forward")
+NO_MASK = "no-attention-mask"
 # Families whose own cached forward in transformers 5.24 differs from their cache-free forward (one
 # decode step after a 5-token prefill, tiny random float32 model, max |logit difference|), so no
 # cache layout reproduces their `generate`; measured, not assumed (llama: 8e-8).
@@ -131,6 +133,9 @@ def check_servable(model: torch.nn.Module, config) -> None:
         refuse(model, "its forward takes no KV cache", NO_KV_CACHE)
     if getattr(config, "use_cache", True) is False:
         refuse(model, "its config sets use_cache=False", NO_KV_CACHE)
+    if "attention_mask" not in forward:
+        refuse(model, "its forward takes no attention_mask, so padding, other rows' slots and rejected drafts cannot "
+                      "be masked out (a recurrent model such as xLSTM keeps its state in the cache instead)", NO_MASK)
     check_positions(model)
 
 

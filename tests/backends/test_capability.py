@@ -26,6 +26,7 @@ def forward_calls(model) -> list:
     ("bart", {}, ["'bart'", "position_ids"]),
     ("moshi", {}, ["'moshi'", "sliding_window"]),
     ("xlm", {}, ["'xlm'", "bidirectional"]),
+    ("xlstm", {}, ["'xlstm'", "attention_mask"]),
 ])
 def test_models_that_cannot_be_served_exactly_are_refused_by_name(model_type, overrides, words):
     model = build(model_type, **overrides)
