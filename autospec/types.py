@@ -30,6 +30,7 @@ class StepContext:
     mean_context_len: float = 0.0
     max_context_len: int = 0
     time_s: float = 0.0
+    remaining_tokens: int = 0       # the most new tokens a running row may still emit (0: unknown)
 
 
 REQUIRED_FIELDS = (

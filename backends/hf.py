@@ -202,7 +202,7 @@ class HFBackend:
         lengths = [len(r.tokens) for r in self.rows]
         return StepContext(step=self.step_index, batch_size=len(self.rows), max_spec_len=self.max_spec_len,
                            mean_context_len=sum(lengths) / max(1, len(lengths)), max_context_len=max(lengths, default=0),
-                           time_s=self.now_s())
+                           time_s=self.now_s(), remaining_tokens=max((r.remaining for r in self.rows), default=0))
 
     def _fill(self) -> None:
         """Admit what has arrived; while no row runs but requests are still to come, wait for them

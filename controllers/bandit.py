@@ -50,6 +50,18 @@ gain the posterior predicts (a prior that is sure of a large gain explores at on
 the floor). With `switch_cost` (the HF engine) the extra time of a step that starts drafting after
 plain steps (a lazy draft's prefill and catch-up of what it has not seen) is measured per context:
 it is not taken as the arm's own step time, an exploring run pays it, and it spaces the probes.
+With `lookahead` (the HF engine) the budget also counts the time the running rows still need
+(`StepContext.remaining_tokens` at the last step's time per token): a fresh engine may explore
+within `explore_fraction` of the call in progress instead of waiting until it has run long enough
+to pay, so a prior that predicts a gain is tried in a call's first steps. With `realized_charge`
+(the HF engine) an exploring step is charged what it really lost: its time less the time the
+greedy arm would have taken for the same tokens (at the greedy arm's mean goodput; a switch's
+catch-up included), instead of its predicted shortfall. A step that gained pays back earlier
+losses (the balance never drops below 0), since one step's tokens are noisy and only a run's sum
+says what it cost: a draw that turns out better than the greedy arm costs nothing, and the budget
+bounds the time really lost, not the time spent learning. A run is then admitted on its predicted
+shortfall without `shortfall_floor` (a near-tie is cheap to try; if the posterior flattered it,
+the real bill says so and the budget stops the next run).
 
 Every statistic is discounted by a factor per step so the bandit tracks drift. Plain decoding
 (spec_len 0) teaches nothing about acceptance, so after a run of consecutive steps at 0 the
@@ -216,7 +228,7 @@ class BanditController(BaseController):
                  probe_cost_fraction: float = 0.005, explore_fraction: float = 0.03, plausible_z: float = 2.0,
                  budget_discount: float = 0.999, switch_margin: float = 0.0, arm_shrinkage: float = 20.0,
                  draw_margin: float = 0.0, min_run: int = 1, shortfall_floor: float = 0.0, known_steps: int = 0,
-                 switch_cost: bool = False):
+                 switch_cost: bool = False, lookahead: bool = False, realized_charge: bool = False):
         super().__init__(max_spec_len)
         if prior not in ("model", "none"):
             raise ValueError(f"prior must be 'model' or 'none', got {prior!r}")
@@ -235,9 +247,10 @@ class BanditController(BaseController):
         self.min_run = check_int("min_run", min_run, 1)
         self.shortfall_floor = check_float("shortfall_floor", shortfall_floor, 0.0, 1.0)
         self.known_steps = check_int("known_steps", known_steps, 0)
-        if not isinstance(switch_cost, bool):
-            raise ValueError(f"switch_cost must be True or False, got {switch_cost!r}")
-        self.switch_cost = switch_cost
+        for name, flag in (("switch_cost", switch_cost), ("lookahead", lookahead), ("realized_charge", realized_charge)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        self.switch_cost, self.lookahead, self.realized_charge = switch_cost, lookahead, realized_charge
         self.switch_s = np.zeros(NUM_BUCKETS)     # [contexts] measured extra seconds of a switch from 0 to drafting
         self.prior = prior
         self.rng = np.random.default_rng(seed)
@@ -260,6 +273,8 @@ class BanditController(BaseController):
         self._run: tuple[int, int, int] | None = None      # (arm, steps left, context) of an exploring run
         self._last_arm = 0
         self._last_step_s = 0.0
+        self._last_tokens_per_row = 1.0     # tokens each row emitted in the last step
+        self._greedy_tps = 0.0              # the greedy arm's mean goodput when the current draw was chosen
 
     def choose(self, ctx: StepContext) -> int:
         if self.max_spec_len == 0:
@@ -286,9 +301,10 @@ class BanditController(BaseController):
         if measured[best] and measured[greedy] and values[best] <= (1.0 + max(margin, self.draw_margin)) * mean[greedy]:
             best = greedy                                   # a draw within the margin is not worth a switch
         shortfall = 0.0 if best == greedy else self._charge(mean, measured, best, greedy, margin)
-        if shortfall > 0 and self.explore_cost_s + self._run_cost_s(ctx.batch_size, best, shortfall) > \
-                self.explore_fraction * self.run_time_s:
+        budget_s = self.explore_fraction * (self.run_time_s + self._lookahead_s(ctx))
+        if shortfall > 0 and self.explore_cost_s + self._run_cost_s(ctx.batch_size, best, shortfall) > budget_s:
             best, shortfall = greedy, 0.0                   # the budget cannot pay for this run
+        self._greedy_tps = float(mean[greedy])
         if best == 0 and self._steps_at_zero + 1 >= self.probe_interval(ctx.batch_size):
             best = 1                                        # the probe has its own budget (probe_interval)
         self._shortfall = shortfall
@@ -297,12 +313,15 @@ class BanditController(BaseController):
     def _charge(self, mean: np.ndarray, measured: np.ndarray, best: int, greedy: int, margin: float) -> float:
         """The relative shortfall an exploring draw of `best` is charged per step: its predicted one,
         at least the margin, and at least `shortfall_floor` less the gain the posterior predicts for
-        it (an arm the prior says is far better is tried at once; a near-tie pays the floor)."""
+        it (an arm the prior says is far better is tried at once; a near-tie pays the floor). With
+        `realized_charge` the floor is left out: the bill is what the run really lost, so the
+        prediction only has to say whether the budget can pay for it."""
         if not measured[best] or mean[greedy] <= 0:
             return 1.0                                                   # nothing is known of it
         relative = float(mean[best] / mean[greedy]) - 1.0               # the predicted gain (> 0) or shortfall (< 0)
         least = MIN_CHARGE if self.min_run > 1 else 0.0                 # a run is started by a charged draw
-        return max(least, self.shortfall_floor - max(0.0, relative), margin, min(1.0, -relative))
+        floor = 0.0 if self.realized_charge else self.shortfall_floor - max(0.0, relative)   # the bill is real
+        return max(least, floor, margin, min(1.0, -relative))
 
     @staticmethod
     def _greedy(mean: np.ndarray, known: np.ndarray, margin: float) -> int:
@@ -323,6 +342,23 @@ class BanditController(BaseController):
         trials = [row[0] if row else math.inf for row in self.arm_acceptance.trials]
         return np.array([s == 0 or (steps[s] >= self.known_steps and trials[s] >= self.known_steps)
                          for s in range(len(measured))])
+
+    def _lookahead_s(self, ctx: StepContext) -> float:
+        """With `lookahead`, the seconds the running rows still need: their most remaining tokens at
+        the last step's seconds per token of a row (0 without it or before any step)."""
+        if not self.lookahead or self._last_step_s <= 0:
+            return 0.0
+        return ctx.remaining_tokens * self._last_step_s / self._last_tokens_per_row
+
+    def _exploring_cost_s(self, record: StepRecord, surcharge_s: float) -> float:
+        """What a step charges the exploration budget: nothing for a greedy step; for an exploring
+        one its predicted shortfall of its time plus the switch it paid, or with `realized_charge`
+        the time it took beyond the greedy arm's for the same tokens (< 0 where it gained)."""
+        if self._shortfall <= 0:
+            return 0.0
+        if self.realized_charge and self._greedy_tps > 0:
+            return record.step_time_s - record.num_emitted_tokens / self._greedy_tps
+        return self._shortfall * record.step_time_s + surcharge_s
 
     def _run_cost_s(self, batch_size: int, arm: int, shortfall: float) -> float:
         """What an exploring run of `min_run` steps of `arm` is predicted to cost the budget (inf
@@ -358,8 +394,8 @@ class BanditController(BaseController):
         self._last_arm = record.spec_len
         d = self.budget_discount
         self.run_time_s = d * self.run_time_s + record.step_time_s
-        charged_s = surcharge_s if self._shortfall > 0 else 0.0        # an exploring run pays its own switch
-        self.explore_cost_s = d * self.explore_cost_s + self._shortfall * record.step_time_s + charged_s
+        self.explore_cost_s = max(0.0, d * self.explore_cost_s + self._exploring_cost_s(record, surcharge_s))
+        self._last_tokens_per_row = max(1.0, record.num_emitted_tokens / max(1, record.batch_size))
         if self._run is None:
             self._shortfall = 0.0                               # a run keeps charging its first step's
         self.acceptance.observe(record)

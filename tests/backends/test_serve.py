@@ -244,3 +244,30 @@ def test_records_carry_the_verified_width_and_the_rows_that_drafted():
         assert r.verified_width == 1 + sum(1 for n in drafted if n > 0)
         assert r.num_draft_tokens == sum(drafted) and all(a <= n for a, n in zip(r.accepted_per_pos, drafted))
     assert any(r.verified_width < r.spec_len + 1 for r in spec.records)         # some step drafted less than 3
+
+
+class ContextRecorder:
+    """Plays spec_len 2 and keeps every StepContext it was shown (public Controller protocol)."""
+    name = "context-recorder"
+
+    def __init__(self):
+        self.contexts = []
+
+    def choose(self, ctx):
+        self.contexts.append(ctx)
+        return 2
+
+    def observe(self, record):
+        pass
+
+
+def test_the_step_context_says_how_many_tokens_the_running_rows_may_still_emit():
+    target = tiny_llama(layers=2, seed=0)
+    prompts = [[5, 6, 7], [8, 9]]
+    recorder = ContextRecorder()
+    reqs = [GenerationRequest(p, max_new_tokens=n, request_id=i) for i, (p, n) in enumerate(zip(prompts, [4, 12]))]
+    AutoSpec(target, "ngram", controller=recorder, max_batch_size=2).serve(reqs, eos_token_id=-1, progress=False)
+    remaining = [ctx.remaining_tokens for ctx in recorder.contexts]
+    assert remaining[0] == 11                         # the 12-token request emitted its first token at prefill
+    assert all(a >= b for a, b in zip(remaining, remaining[1:])) and remaining[-1] >= 1
+    assert len(set(remaining)) == len(remaining)      # every step emits at least one token per row

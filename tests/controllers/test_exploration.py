@@ -120,3 +120,48 @@ def test_a_measured_switch_cost_spaces_the_probes_and_is_not_the_arms_own_time(h
     assert learnt.probe_interval(1) >= 0.1 / 0.01 / 0.005 * 0.7 > before   # a probe costs ~10 plain steps more
     correction = {name: c.arms.correction(1)[0][1] for name, c in (("plain", plain), ("learnt", learnt))}
     assert correction["learnt"] < correction["plain"] - 0.5            # spec_len 1 is not blamed for the switch
+
+
+def drive_call(controller, steps: int, accepted: bool, remaining_tokens: int = 0) -> list[int]:
+    """Batch 1, a step at spec_len s taking 10 ms x (1 + 0.2 s), every draft accepted or every one
+    rejected; the context says `remaining_tokens` are still to come (a call of that many tokens)."""
+    chosen = []
+    for i in range(steps):
+        ctx = StepContext(step=i, batch_size=1, max_spec_len=8, remaining_tokens=max(0, remaining_tokens - i))
+        s = controller.choose(ctx)
+        controller.observe(make_record(batch_size=1, spec_len=s, accepted_per_pos=(int(accepted),) * s, step=i,
+                                       draft_time_s=0.0, verify_time_s=0.01 * (1 + 0.2 * s)))
+        chosen.append(s)
+    return chosen
+
+
+ENGINE_LIKE = dict(seed=0, prior_acceptance=0.8, min_run=8, shortfall_floor=0.15, known_steps=4, explore_fraction=0.01)
+
+
+def test_lookahead_lets_a_fresh_controller_explore_in_the_first_steps_of_a_call(h200):
+    waiting = ThompsonController(cost_model=h200, **ENGINE_LIKE)
+    ahead = ThompsonController(cost_model=h200, lookahead=True, **ENGINE_LIKE)
+    assert ThompsonController(cost_model=h200, lookahead=True, **ENGINE_LIKE).choose(
+        StepContext(step=0, batch_size=1, max_spec_len=8, remaining_tokens=63)) == 0   # nothing measured yet
+    first_waiting = drive_call(waiting, 12, accepted=True, remaining_tokens=64)
+    first_ahead = drive_call(ahead, 12, accepted=True, remaining_tokens=64)
+    assert set(first_waiting) <= {0}                                  # 1% of 12 steps pays for no run
+    assert any(s > 0 for s in first_ahead[:3])                        # 1% of the call's 64 steps does
+    assert ahead.explore_cost_s <= 0.01 * (ahead.run_time_s + 52 * 0.01) + 8 * 0.02
+
+
+def test_a_realized_charge_bills_only_the_time_an_exploring_run_really_lost(h200):
+    won = ThompsonController(cost_model=h200, lookahead=True, realized_charge=True, **ENGINE_LIKE)
+    chosen = drive_call(won, 12, accepted=True, remaining_tokens=64)
+    assert any(s > 0 for s in chosen[:3])                            # the first exploring run, from plain
+    assert won.explore_cost_s == 0.0                                  # drafting beat plain: nothing lost
+    lost = ThompsonController(cost_model=h200, lookahead=True, realized_charge=True, **ENGINE_LIKE)
+    chosen = drive_call(lost, 40, accepted=False, remaining_tokens=64)
+    explored = [s for s in chosen if s > 1]                           # exploring steps (a lone 1 may be a probe)
+    assert explored
+    # each lost 10 ms x 0.2 s against a 10 ms plain step emitting the same one token (discounted a little)
+    lost_s = sum(0.01 * 0.2 * s for s in explored)
+    assert lost.explore_cost_s == pytest.approx(lost_s, rel=0.25)
+    predicted = ThompsonController(cost_model=h200, lookahead=True, **ENGINE_LIKE)
+    drive_call(predicted, 40, accepted=True, remaining_tokens=64)
+    assert predicted.explore_cost_s > 0.0                             # the predicted charge bills a winner too

@@ -22,6 +22,8 @@ CASES = [
     ("auto", dict(acceptance_discount=0.0), "acceptance_discount"),
     ("auto", dict(known_steps=-1), "known_steps"),
     ("auto", dict(switch_cost="yes"), "switch_cost"),
+    ("auto", dict(lookahead=1), "lookahead"),
+    ("thompson", dict(realized_charge="no"), "realized_charge"),
 ]
 
 
