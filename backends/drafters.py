@@ -125,8 +125,7 @@ class NgramDrafter:
                  for seq, cap in zip(sequences, caps)]
         width = max((len(f) for f in found), default=0)
         tokens = [f + [seq[-1]] * (width - len(f)) for f, seq in zip(found, sequences)]
-        ids = upload(tokens, self.device) if width else torch.empty(len(found), 0, dtype=torch.long, device=self.device)
-        return Drafts(ids, upload([len(f) for f in found], self.device), None)
+        return Drafts(upload(tokens, self.device), upload([len(f) for f in found], self.device), None)   # [b, w], [b]
 
     def lookup(self, seq: np.ndarray, k: int) -> np.ndarray:
         """Up to k tokens following the most recent earlier occurrence of seq's last n tokens."""

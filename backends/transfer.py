@@ -30,8 +30,7 @@ def read_host(*tensors: torch.Tensor) -> list[list]:
     for t in tensors:
         if t.dim() not in (1, 2):
             raise ValueError(f"read_host takes 1-D or 2-D tensors, got shape {tuple(t.shape)}")
-    flat = torch.cat([t.reshape(-1).to(torch.long) for t in tensors]) if tensors else None
-    values = flat.tolist() if flat is not None else []
+    values = torch.cat([t.reshape(-1).to(torch.long) for t in tensors]).tolist() if tensors else []
     out, start = [], 0
     for t in tensors:
         n = t.numel()
